@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int skv_placeholder_t;
