@@ -11,7 +11,9 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -676,5 +678,52 @@ Test(store, allocation_failures_return_no_memory)
 		cr_assert_eq(rc, STATUS_NO_MEMORY, "%s", err);
 		cr_assert_null(s);
 	}
+	store_close(s);
+}
+
+/*
+ * A full disk: the write fails with STATUS_IO and RocksDB's reason, and
+ * everything acknowledged before survives a reopen. RLIMIT_FSIZE makes the
+ * kernel refuse to grow any file past a size (EFBIG), which reaches
+ * RocksDB exactly like ENOSPC: a failed WAL append. Criterion runs each
+ * test in a process of its own, so the limit ends with the test.
+ */
+Test(store, write_error_is_reported_and_acknowledged_data_survives)
+{
+	signal(SIGXFSZ, SIG_IGN); /* get EFBIG instead of being killed */
+	struct store *s = open_db();
+	char key[16], val[16];
+	for (int i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "k%03d", i);
+		snprintf(val, sizeof(val), "v%03d", i);
+		cr_assert_eq(store_put(s, STORE_CF_DATA, key, strlen(key), val,
+				       strlen(val), true),
+			     STATUS_OK, "%s", store_errmsg(s));
+	}
+
+	struct rlimit old, lim;
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 1 << 20;
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	size_t big_len = 4 << 20;
+	char *big = calloc(1, big_len);
+	int rc = store_put(s, STORE_CF_DATA, "big", 3, big, big_len, true);
+	free(big);
+	cr_assert_eq(rc, STATUS_IO, "got %s: %s", status_name(rc),
+		     store_errmsg(s));
+	cr_assert(strstr(store_errmsg(s), "IO error"), "%s", store_errmsg(s));
+	store_close(s);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+
+	s = open_db();
+	for (int i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "k%03d", i);
+		snprintf(val, sizeof(val), "v%03d", i);
+		expect(s, STORE_CF_DATA, key, val);
+	}
+	cr_assert_eq(store_put(s, STORE_CF_DATA, "after", 5, "x", 1, true),
+		     STATUS_OK, "writes work again once there is room: %s",
+		     store_errmsg(s));
 	store_close(s);
 }
