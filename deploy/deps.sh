@@ -7,7 +7,6 @@ packages=(
   build-essential cmake pkg-config
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
   librocksdb-dev libcriterion-dev
-  python3
 )
 
 missing=()
