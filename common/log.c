@@ -99,5 +99,7 @@ void log_fatal(const char *module, const char *fmt, ...)
 	log_vwrite(LOG_ERROR, module, fmt, ap);
 	va_end(ap);
 	fflush(stderr);
-	exit(1);
+	/* _Exit, not exit: other threads (RocksDB compaction, gRPC) are still
+	 * running, and static destructors under them can crash or hang. */
+	_Exit(1);
 }

@@ -1,5 +1,6 @@
 /* Unit tests for the pure base: status, mem, buf, shard hash, flags, log. */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,4 +308,44 @@ Test(codec, allocation_failure_is_reported_without_leak)
 			cr_assert_null(m);
 	}
 	buf_free(&b);
+}
+
+static void fixed_clock(void *arg, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", (const char *)arg);
+}
+
+Test(log, line_format_level_filter_and_truncation, .init = cr_redirect_stderr)
+{
+	log_set_level(LOG_INFO);
+	log_set_node("g100-2");
+	log_set_clock(fixed_clock, "12:00:00.000001");
+	log_info("raft", "became leader term %d", 5);
+	log_debug("raft", "not shown at info");
+	log_set_clock(NULL, NULL);
+	log_set_node(NULL);
+	log_warn(NULL, "bare");
+	char big[2000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	log_error("m", "%s", big);
+	fflush(stderr);
+
+	char want[1200];
+	size_t n = (size_t)snprintf(
+		want, sizeof(want),
+		"I 12:00:00.000001 [g100-2] raft: became leader term 5\n"
+		"W bare\n");
+	/* A long line is cut to 1,023 bytes, "..." before the newline. */
+	char *line = want + n;
+	memcpy(line, "E m: ", 5);
+	memset(line + 5, 'x', 1019 - 5);
+	memcpy(line + 1019, "...\n", 5);
+	cr_assert_stderr_eq_str(want);
+}
+
+Test(log, fatal_exits_with_status_1, .exit_code = 1,
+     .init = cr_redirect_stderr)
+{
+	log_fatal("store", "write failed: %s", "IO error");
 }

@@ -26,6 +26,15 @@
 #define IS "/skv.Raft/InstallSnapshot"
 #define MAX_HELD 64
 
+/*
+ * Bounds on how long something may take check that it does not hang (or
+ * wait for a deadline it should not wait for); they are not performance
+ * goals, which live in bench_rpc. The machine is shared and runs the
+ * sanitizer build, so the slack is seconds, while every call that must
+ * not be waited for carries a deadline of 20 s or more.
+ */
+#define SLACK_MS 4000
+
 /* ---- waiting with a deadline ---- */
 
 struct waiter {
@@ -375,7 +384,7 @@ Test(rpc, round_trip)
 	 * timeout rounded up to a few significant digits. */
 	cr_assert(strncmp(sv.peer, "ipv4:127.0.0.1:", 15) == 0, "peer %s",
 		  sv.peer);
-	cr_assert(sv.remaining_ms > 2000 && sv.remaining_ms <= 3100, "%lld",
+	cr_assert(sv.remaining_ms > 0 && sv.remaining_ms <= 3100, "%lld",
 		  (long long)sv.remaining_ms);
 
 	rpc_client_free(c);
@@ -474,7 +483,7 @@ Test(rpc, deadline_against_absent_and_silent_peers)
 		uint64_t took = r.done_ms - t0;
 		cr_assert(st == STATUS_UNAVAILABLE || st == STATUS_TIMEOUT,
 			  "%s: %s", status_name(st), r.errmsg);
-		cr_assert_leq(took, 300 + 700, "took %llu ms",
+		cr_assert_leq(took, 300 + SLACK_MS, "took %llu ms",
 			      (unsigned long long)took);
 	}
 
@@ -487,7 +496,7 @@ Test(rpc, deadline_against_absent_and_silent_peers)
 		uint64_t took = r.done_ms - t0;
 		cr_assert(st == STATUS_UNAVAILABLE || st == STATUS_TIMEOUT,
 			  "%s: %s", status_name(st), r.errmsg);
-		cr_assert_leq(took, 300 + 700, "took %llu ms",
+		cr_assert_leq(took, 300 + SLACK_MS, "took %llu ms",
 			      (unsigned long long)took);
 	}
 	rpc_client_free(c);
@@ -507,7 +516,7 @@ Test(rpc, deadline_against_handler_that_never_answers)
 		cr_assert_eq(rv_sync(c, sv.addr, i, 200, &r), STATUS_TIMEOUT,
 			     "%s: %s", status_name(r.status), r.errmsg);
 		uint64_t took = r.done_ms - t0;
-		cr_assert(took >= 190 && took <= 200 + 800, "took %llu ms",
+		cr_assert(took >= 190 && took <= 200 + SLACK_MS, "took %llu ms",
 			  (unsigned long long)took);
 	}
 	cr_assert(waiter_wait(&sv.handled, 2, 1000));
@@ -521,7 +530,7 @@ Test(rpc, deadline_against_handler_that_never_answers)
 	uint64_t t0 = monotime_now_ms();
 	srv_stop(&sv); /* the other call is still held during shutdown */
 	uint64_t took = monotime_now_ms() - t0;
-	cr_assert_leq(took, 1000, "shutdown took %llu ms",
+	cr_assert_leq(took, SLACK_MS, "shutdown took %llu ms",
 		      (unsigned long long)took);
 	rpc_client_free(c);
 }
@@ -559,8 +568,9 @@ Test(rpc, restarted_peer_on_same_port_is_reached_again)
 		attempts++;
 		if (rv_sync(c, sv.addr, 3, 500, &r) == STATUS_OK)
 			break;
-		cr_assert_lt(monotime_now_ms() - t0, 5000,
-			     "not reached within 5 s: %s", r.errmsg);
+		cr_assert_lt(monotime_now_ms() - t0, 2 * SLACK_MS,
+			     "not reached within %d ms: %s", 2 * SLACK_MS,
+			     r.errmsg);
 		struct timespec pace = {0, 20 * 1000000};
 		nanosleep(&pace, NULL);
 	}
@@ -607,9 +617,9 @@ static int raw_sync(struct rpc_client *c, const char *addr, const char *method,
 	r->w = &w;
 	cr_assert_eq(rpc_client_call_bytes(c, addr, method, p, n,
 					   &skv__request_vote_reply__descriptor,
-					   3000, rv_done, r),
+					   20000, rv_done, r),
 		     STATUS_OK);
-	cr_assert(waiter_wait(&w, 1, 8000));
+	cr_assert(waiter_wait(&w, 1, 25000));
 	return r->status;
 }
 
@@ -659,11 +669,10 @@ Test(rpc, unknown_method_is_unimplemented_at_once)
 	struct rpc_client *c = rpc_client_new(NULL);
 
 	for (int i = 0; i < 3; i++) {
-		uint64_t t0 = monotime_now_ms();
 		cr_assert_eq(raw_sync(c, sv.addr, "/skv.Raft/Nope", "", 0, &r),
 			     STATUS_INVALID_ARGUMENT, "%s",
 			     status_name(r.status));
-		cr_assert_leq(r.done_ms - t0, 1000);
+		/* Answered, not left to its 20 s deadline (TIMEOUT). */
 		cr_assert(strstr(r.errmsg, "unimplemented"), "%s", r.errmsg);
 		cr_assert(strstr(r.errmsg, "/skv.Raft/Nope"), "%s", r.errmsg);
 	}
@@ -804,8 +813,8 @@ Test(rpc, server_shutdown_with_calls_in_flight)
 	uint64_t t0 = monotime_now_ms();
 	rpc_server_shutdown(sv.s);
 	/* Callers learn promptly, while the owner still holds the calls. */
-	cr_assert(waiter_wait(&w, N, 2000), "%d of %d done", waiter_count(&w),
-		  N);
+	cr_assert(waiter_wait(&w, N, SLACK_MS), "%d of %d done",
+		  waiter_count(&w), N);
 	for (int i = 0; i < N; i++)
 		cr_assert_neq(rs[i].status, STATUS_OK);
 	/* Nothing is accepted any more. */
@@ -814,7 +823,7 @@ Test(rpc, server_shutdown_with_calls_in_flight)
 
 	srv_release_held(&sv); /* late answers only release */
 	rpc_server_free(sv.s);
-	cr_assert_leq(monotime_now_ms() - t0, 3000);
+	cr_assert_leq(monotime_now_ms() - t0, 2 * SLACK_MS);
 	rpc_client_free(c);
 }
 
@@ -840,7 +849,7 @@ Test(rpc, client_free_cancels_outstanding_calls)
 
 	uint64_t t0 = monotime_now_ms();
 	rpc_client_free(c);
-	cr_assert_leq(monotime_now_ms() - t0, 1000);
+	cr_assert_leq(monotime_now_ms() - t0, SLACK_MS);
 	cr_assert_eq(waiter_count(&w), 2 * N, "every done ran before free "
 					      "returned");
 	for (int i = 0; i < 2 * N; i++)
@@ -936,7 +945,7 @@ Test(rpc, client_free_while_callbacks_reissue)
 
 	uint64_t t0 = monotime_now_ms();
 	rpc_client_free(c);
-	cr_assert_leq(monotime_now_ms() - t0, 1000);
+	cr_assert_leq(monotime_now_ms() - t0, SLACK_MS);
 	for (int i = 0; i < N; i++)
 		cr_assert_eq(ks[i].last_issue, STATUS_SHUTDOWN, "chain %d: %s",
 			     i, status_name(ks[i].last_issue));
