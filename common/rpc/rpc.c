@@ -32,6 +32,7 @@
 
 #define MOD "rpc"
 #define MAX_MESSAGE_BYTES_DEFAULT ((size_t)64 << 20)
+#define CONNECT_TIMEOUT_MS_DEFAULT 5000
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
@@ -621,6 +622,7 @@ struct ccall {
 
 struct rpc_client {
 	int max_msg;
+	int connect_timeout_ms;
 	grpc_completion_queue *cq;
 	pthread_t thread;
 
@@ -637,6 +639,9 @@ struct rpc_client *rpc_client_new(const struct rpc_client_opts *opts)
 	if (!c)
 		return NULL;
 	c->max_msg = max_msg_arg(opts ? opts->max_message_bytes : 0);
+	uint64_t ct = opts ? opts->connect_timeout_ms : 0;
+	c->connect_timeout_ms = ct == 0 ? CONNECT_TIMEOUT_MS_DEFAULT
+			      : ct > INT_MAX ? INT_MAX : (int)ct;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->idle, NULL);
 	grpc_init();
@@ -673,8 +678,13 @@ static struct chan *chan_get(struct rpc_client *c, const char *addr)
 		/* Defaults (1 s initial, x1.6, max 120 s) leave a restarted
 		 * peer unreached for many seconds. */
 		int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100),
-		int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100),
 		int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000),
+		/* Despite its name this is the minimum time one connection
+		 * attempt may take. At 100 ms a slow handshake (a loaded
+		 * host, a long link, valgrind) never completes and every
+		 * call fails UNAVAILABLE. */
+		int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+			c->connect_timeout_ms),
 		/* A paused peer keeps the connection READY: pings find it,
 		 * also on an idle channel (by default gRPC stops pinging
 		 * after 2 pings without data). */

@@ -97,6 +97,11 @@ struct rpc_client;
 struct rpc_client_opts {
 	/* Largest request sent and reply accepted; 0 = 64 MiB. */
 	size_t max_message_bytes;
+	/* How long one connection attempt (TCP + HTTP/2 handshake) may take;
+	 * 0 = 5,000 ms. Must cover the slowest link's handshake: a refused
+	 * connect fails at once whatever this is, so it does not slow the
+	 * reconnect to a restarted peer (that is the 100 ms-1 s backoff). */
+	uint64_t connect_timeout_ms;
 };
 
 /* Runs once per accepted call on the client thread; must not block.
