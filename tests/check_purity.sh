@@ -10,7 +10,7 @@ cd "$root"
 
 pure=(
   common/status.c common/mem.c common/log.c common/buf.c common/shard.c
-  common/flags.c common/codec.c
+  common/flags.c common/codec.c common/raft/raft.c
 )
 
 forbidden='#[[:space:]]*include[[:space:]]*<(pthread\.h|time\.h|sys/time\.h|threads\.h|grpc/|rocksdb/|sys/socket\.h|netinet/|arpa/|unistd\.h|sys/random\.h)'

@@ -1,0 +1,255 @@
+/*
+ * Unit tests of the Raft core's edges: configuration and boot validation,
+ * untrusted messages, a group of one, read index and compaction. The
+ * protocol itself is exercised by the simulator scenarios
+ * (tests/sim/test_raft_sim.c).
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/codec.h"
+#include "common/raft/raft.h"
+#include "common/status.h"
+
+static struct raft_config cfg3(uint32_t id)
+{
+	struct raft_config c = { .id = id, .n_nodes = 3, .seed = 42 };
+	c.nodes[0] = 1;
+	c.nodes[1] = 2;
+	c.nodes[2] = 3;
+	return c;
+}
+
+/* Drives a core with no peers to answer: persists nothing, applies
+ * everything; returns how many committed entries were handed out. */
+static size_t drain(struct raft *r, size_t *n_msgs)
+{
+	struct raft_ready rd;
+	size_t applied = 0, msgs = 0;
+	for (int i = 0; i < 100 && raft_ready(r, &rd); i++) {
+		applied += rd.n_committed;
+		msgs += rd.n_msgs;
+		raft_advance(r, &rd);
+	}
+	if (n_msgs)
+		*n_msgs = msgs;
+	return applied;
+}
+
+Test(raft, rejects_bad_configs)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = cfg3(4);
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert(strstr(err, "not in its own group"), "%s", err);
+	c = cfg3(1);
+	c.nodes[2] = 2;
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert(strstr(err, "listed twice"), "%s", err);
+	c = cfg3(1);
+	c.heartbeat_ms = 500;
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+	c = cfg3(1);
+	c.n_nodes = 0;
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+	c = cfg3(0);
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+}
+
+Test(raft, rejects_inconsistent_boot_state)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = cfg3(1);
+	Skv__Entry e1 = SKV__ENTRY__INIT, e3 = SKV__ENTRY__INIT;
+	e1.index = 1, e1.term = 1;
+	e3.index = 3, e3.term = 1;
+	const Skv__Entry *gap[] = { &e1, &e3 };
+	struct raft_boot b = { .term = 1, .entries = gap, .n_entries = 2 };
+	cr_assert_eq(raft_new(&c, &b, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert(strstr(err, "gap"), "%s", err);
+
+	const Skv__Entry *one[] = { &e1 };
+	b = (struct raft_boot){ .term = 1, .applied = 5, .entries = one,
+				.n_entries = 1 };
+	cr_assert_eq(raft_new(&c, &b, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert(strstr(err, "applied"), "%s", err);
+
+	/* An entry from a term later than the stored term cannot be. */
+	b = (struct raft_boot){ .term = 0, .entries = one, .n_entries = 1 };
+	cr_assert_eq(raft_new(&c, &b, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+
+	b = (struct raft_boot){ .term = 1, .vote = 9 };
+	cr_assert_eq(raft_new(&c, &b, 0, &r, err, sizeof(err)),
+		     STATUS_INVALID_ARGUMENT);
+}
+
+Test(raft, boots_from_snapshot_and_log)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = cfg3(2);
+	Skv__Entry e11 = SKV__ENTRY__INIT, e12 = SKV__ENTRY__INIT;
+	e11.index = 11, e11.term = 3;
+	e12.index = 12, e12.term = 4;
+	const Skv__Entry *log[] = { &e11, &e12 };
+	struct raft_boot b = { .term = 4, .vote = 3, .commit = 12,
+			       .snapshot_index = 10, .snapshot_term = 2,
+			       .applied = 11, .entries = log, .n_entries = 2 };
+	cr_assert_eq(raft_new(&c, &b, 0, &r, err, sizeof(err)), STATUS_OK,
+		     "%s", err);
+	cr_assert_eq(raft_term(r), 4);
+	cr_assert_eq(raft_first_index(r), 11);
+	cr_assert_eq(raft_last_index(r), 12);
+	cr_assert_eq(raft_term_at(r, 10), 2);
+	cr_assert_eq(raft_term_at(r, 9), 0);
+	cr_assert_eq(raft_applied_index(r), 11);
+	cr_assert_eq(raft_commit_index(r), 12);
+	/* Entry 12 is committed but not applied: it comes out again. */
+	struct raft_ready rd;
+	cr_assert(raft_ready(r, &rd));
+	cr_assert_eq(rd.n_committed, 1);
+	cr_assert_eq(rd.committed[0].index, 12);
+	cr_assert_eq(rd.n_entries, 0, "nothing to persist again");
+	raft_advance(r, &rd);
+	raft_free(r);
+}
+
+Test(raft, drops_messages_not_for_this_group)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = cfg3(1);
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)), STATUS_OK);
+	Skv__AppendEntriesRequest m = SKV__APPEND_ENTRIES_REQUEST__INIT;
+	m.from = 2, m.to = 3, m.term = 1;
+	cr_assert_eq(raft_step(r, 0, &m.base), STATUS_INVALID_ARGUMENT,
+		     "addressed to another node");
+	m.from = 7, m.to = 1;
+	cr_assert_eq(raft_step(r, 0, &m.base), STATUS_INVALID_ARGUMENT,
+		     "from outside the group");
+	m.from = 1;
+	cr_assert_eq(raft_step(r, 0, &m.base), STATUS_INVALID_ARGUMENT,
+		     "from itself");
+	Skv__HardState hs = SKV__HARD_STATE__INIT;
+	cr_assert_eq(raft_step(r, 0, &hs.base), STATUS_INVALID_ARGUMENT,
+		     "not a Raft message");
+	cr_assert_eq(raft_term(r), 0, "nothing changed");
+	raft_free(r);
+}
+
+Test(raft, answers_a_malformed_append_with_a_rejection)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = cfg3(1);
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)), STATUS_OK);
+	/* Entries that do not follow prev_log_index. */
+	Skv__Entry e = SKV__ENTRY__INIT;
+	e.index = 5, e.term = 1;
+	Skv__Entry *es[] = { &e };
+	Skv__AppendEntriesRequest m = SKV__APPEND_ENTRIES_REQUEST__INIT;
+	m.from = 2, m.to = 1, m.term = 1, m.prev_log_index = 0;
+	m.entries = es, m.n_entries = 1;
+	cr_assert_eq(raft_step(r, 0, &m.base), STATUS_OK);
+	struct raft_ready rd;
+	cr_assert(raft_ready(r, &rd));
+	cr_assert_eq(rd.n_msgs, 1, "every request gets one reply");
+	cr_assert_eq(rd.msgs[0].type, RAFT_MSG_APPEND_REPLY);
+	ProtobufCMessage *pm;
+	cr_assert_eq(codec_unpack(&skv__append_entries_reply__descriptor,
+				  rd.msgs[0].bytes.data, rd.msgs[0].bytes.len,
+				  &pm),
+		     STATUS_OK);
+	Skv__AppendEntriesReply *rep = (Skv__AppendEntriesReply *)pm;
+	cr_assert(!rep->success);
+	cr_assert_eq(rd.n_entries, 0, "nothing stored");
+	codec_free(pm);
+	raft_advance(r, &rd);
+	cr_assert_eq(raft_last_index(r), 0);
+	raft_free(r);
+}
+
+Test(raft, group_of_one_commits_and_reads)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = { .id = 1, .n_nodes = 1, .nodes = { 1 } };
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)), STATUS_OK);
+	cr_assert_eq(raft_propose(r, "x", 1, NULL, NULL), STATUS_NOT_LEADER);
+	cr_assert_eq(raft_read_index(r, 1), STATUS_NOT_LEADER);
+	raft_tick(r, raft_next_tick_ms(r));
+	cr_assert_eq(raft_role(r), RAFT_LEADER);
+	uint64_t idx, term;
+	cr_assert_eq(raft_propose(r, "x", 1, &idx, &term), STATUS_OK);
+	cr_assert_eq(idx, 2, "after the no-op");
+	cr_assert_eq(raft_read_index(r, 7), STATUS_OK);
+	size_t msgs;
+	cr_assert_eq(drain(r, &msgs), 2, "no-op and entry applied");
+	cr_assert_eq(msgs, 0);
+	cr_assert_eq(raft_commit_index(r), 2);
+	cr_assert_eq(raft_applied_index(r), 2);
+	/* The read was decided on the way. */
+	cr_assert_eq(raft_read_index(r, 8), STATUS_OK);
+	struct raft_ready rd;
+	cr_assert(raft_ready(r, &rd));
+	cr_assert_eq(rd.n_reads, 1);
+	cr_assert_eq(rd.reads[0].id, 8);
+	cr_assert_eq(rd.reads[0].status, STATUS_OK);
+	cr_assert_eq(rd.reads[0].index, 2);
+	raft_advance(r, &rd);
+
+	/* Compaction: only up to what is applied. */
+	cr_assert_eq(raft_compact(r, 3), STATUS_INVALID_ARGUMENT);
+	cr_assert_eq(raft_compact(r, 2), STATUS_OK);
+	cr_assert_eq(raft_first_index(r), 3);
+	cr_assert_eq(raft_snapshot_index(r), 2);
+	cr_assert_eq(raft_term_at(r, 2), term);
+	cr_assert(raft_ready(r, &rd));
+	cr_assert_eq(rd.compact_index, 2);
+	cr_assert_eq(rd.compact_term, term);
+	raft_advance(r, &rd);
+	cr_assert_eq(raft_compact(r, 1), STATUS_INVALID_ARGUMENT);
+	raft_free(r);
+}
+
+Test(raft, persists_term_and_vote_before_granting)
+{
+	char err[256];
+	struct raft *r;
+	struct raft_config c = cfg3(1);
+	cr_assert_eq(raft_new(&c, NULL, 0, &r, err, sizeof(err)), STATUS_OK);
+	Skv__RequestVoteRequest v = SKV__REQUEST_VOTE_REQUEST__INIT;
+	v.from = 2, v.to = 1, v.term = 5;
+	cr_assert_eq(raft_step(r, 1000, &v.base), STATUS_OK);
+	struct raft_ready rd;
+	cr_assert(raft_ready(r, &rd));
+	cr_assert(rd.hard_state_changed);
+	cr_assert_eq(rd.term, 5);
+	cr_assert_eq(rd.vote, 2);
+	cr_assert_eq(rd.n_msgs, 1);
+	raft_advance(r, &rd);
+	/* A rival in the same term is refused. */
+	v.from = 3;
+	cr_assert_eq(raft_step(r, 1001, &v.base), STATUS_OK);
+	cr_assert(raft_ready(r, &rd));
+	ProtobufCMessage *pm;
+	cr_assert_eq(codec_unpack(&skv__request_vote_reply__descriptor,
+				  rd.msgs[0].bytes.data, rd.msgs[0].bytes.len,
+				  &pm),
+		     STATUS_OK);
+	cr_assert(!((Skv__RequestVoteReply *)pm)->granted);
+	codec_free(pm);
+	raft_advance(r, &rd);
+	raft_free(r);
+}
