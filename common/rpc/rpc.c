@@ -250,10 +250,10 @@ static void answer_done(struct op *op, bool ok)
 	call_free(container_of(op, struct rpc_call, op));
 }
 
-/* Sends status (and reply) in one batch that also waits for the client's
- * close, so it is the only batch on the call and completes once. */
-static void answer(struct rpc_call *call, grpc_status_code code,
-		   const char *msg, const ProtobufCMessage *reply)
+/* Sends status (and reply, taken) in one batch that also waits for the
+ * client's close, so it is the only batch on the call and completes once. */
+static void answer_bb(struct rpc_call *call, grpc_status_code code,
+		      const char *msg, grpc_byte_buffer *reply)
 {
 	grpc_op ops[4];
 	size_t n = 0;
@@ -261,7 +261,7 @@ static void answer(struct rpc_call *call, grpc_status_code code,
 	memset(ops, 0, sizeof(ops));
 	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
 	if (reply) {
-		call->reply = pack_msg(reply);
+		call->reply = reply;
 		ops[n].op = GRPC_OP_SEND_MESSAGE;
 		ops[n++].data.send_message.send_message = call->reply;
 	}
@@ -280,22 +280,39 @@ static void answer(struct rpc_call *call, grpc_status_code code,
 	}
 }
 
-/* The owner's answer: after shutdown the call is only released. */
+static void answer(struct rpc_call *call, grpc_status_code code,
+		   const char *msg, const ProtobufCMessage *reply)
+{
+	answer_bb(call, code, msg, reply ? pack_msg(reply) : NULL);
+}
+
+/* The owner's answer: after shutdown the call is only released. `reply`
+ * is taken. */
 static void owner_answer(struct rpc_call *call, grpc_status_code code,
-			 const char *msg, const ProtobufCMessage *reply)
+			 const char *msg, grpc_byte_buffer *reply)
 {
 	struct rpc_server *s = call->s;
-	if (atomic_load(&s->stopping))
+	if (atomic_load(&s->stopping)) {
+		if (reply)
+			grpc_byte_buffer_destroy(reply);
 		call_free(call);
-	else
-		answer(call, code, msg, reply);
+	} else {
+		answer_bb(call, code, msg, reply);
+	}
 	/* After the batch is queued: rpc_server_free may then drain it. */
 	atomic_fetch_sub(&s->unanswered, 1);
 }
 
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *reply)
 {
-	owner_answer(call, GRPC_STATUS_OK, NULL, reply);
+	owner_answer(call, GRPC_STATUS_OK, NULL, pack_msg(reply));
+}
+
+void rpc_call_reply_bytes(struct rpc_call *call, const void *reply,
+			  size_t len)
+{
+	owner_answer(call, GRPC_STATUS_OK, NULL,
+		     copy_bytes(reply ? reply : "", len));
 }
 
 void rpc_call_fail(struct rpc_call *call, int status, const char *msg)

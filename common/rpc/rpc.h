@@ -19,7 +19,7 @@
  * reply messages.
  *
  * Threads: no function here may be called from a handler or `done` callback
- * except rpc_call_reply, rpc_call_fail, rpc_call_* accessors and
+ * except rpc_call_reply(_bytes), rpc_call_fail, rpc_call_* accessors and
  * rpc_client_call(_bytes).
  */
 #ifndef SKV_COMMON_RPC_RPC_H
@@ -82,6 +82,9 @@ void rpc_server_free(struct rpc_server *s);
  * afterwards. */
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *reply);
 void rpc_call_fail(struct rpc_call *call, int status, const char *msg);
+/* rpc_call_reply with an already encoded reply (borrowed: copied). */
+void rpc_call_reply_bytes(struct rpc_call *call, const void *reply,
+			  size_t len);
 
 /* Milliseconds left before the caller's deadline (<= 0: passed); INT64_MAX
  * when the caller set none. */

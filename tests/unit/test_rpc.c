@@ -97,6 +97,8 @@ enum mode {
 	MODE_HOLD, /* keep the call; the test answers it */
 	MODE_FAIL, /* rpc_call_fail(fail_status) */
 	MODE_LOOP, /* post to an event loop, which replies */
+	MODE_BYTES, /* rpc_call_reply_bytes with the packed reply */
+	MODE_BAD_BYTES, /* rpc_call_reply_bytes with bytes that do not decode */
 };
 
 struct srv {
@@ -115,15 +117,35 @@ struct srv {
 	bool replied_off_handler_thread;
 };
 
+static void rv_reply_init(Skv__RequestVoteReply *r,
+			  const Skv__RequestVoteRequest *q)
+{
+	skv__request_vote_reply__init(r);
+	r->from = q->to;
+	r->to = q->from;
+	r->term = q->term * 2 + 1;
+	r->granted = q->last_log_index == q->last_log_term;
+	r->pre_vote = q->pre_vote;
+}
+
 static void rv_answer(struct rpc_call *call, const Skv__RequestVoteRequest *q)
 {
-	Skv__RequestVoteReply r = SKV__REQUEST_VOTE_REPLY__INIT;
-	r.from = q->to;
-	r.to = q->from;
-	r.term = q->term * 2 + 1;
-	r.granted = q->last_log_index == q->last_log_term;
-	r.pre_vote = q->pre_vote;
+	Skv__RequestVoteReply r;
+	rv_reply_init(&r, q);
 	rpc_call_reply(call, &r.base);
+}
+
+static void rv_answer_bytes(struct rpc_call *call,
+			    const Skv__RequestVoteRequest *q)
+{
+	Skv__RequestVoteReply r;
+	struct buf b;
+	rv_reply_init(&r, q);
+	buf_init(&b);
+	if (codec_pack(&r.base, &b))
+		abort();
+	rpc_call_reply_bytes(call, b.data, b.len);
+	buf_free(&b);
 }
 
 struct deferred {
@@ -165,6 +187,13 @@ static void rv_handler(void *ctx, struct rpc_call *call, ProtobufCMessage *req)
 		break;
 	case MODE_FAIL:
 		rpc_call_fail(call, sv->fail_status, "told to fail");
+		break;
+	case MODE_BYTES:
+		rv_answer_bytes(call, (Skv__RequestVoteRequest *)req);
+		break;
+	case MODE_BAD_BYTES:
+		/* Field 1 (varint) with a truncated value. */
+		rpc_call_reply_bytes(call, "\x08\xff", 2);
 		break;
 	case MODE_LOOP:
 		d = calloc(1, sizeof(*d));
@@ -386,6 +415,30 @@ Test(rpc, round_trip)
 		  sv.peer);
 	cr_assert(sv.remaining_ms > 0 && sv.remaining_ms <= 3100, "%lld",
 		  (long long)sv.remaining_ms);
+
+	rpc_client_free(c);
+	srv_stop(&sv);
+}
+
+Test(rpc, reply_bytes_round_trip)
+{
+	struct srv sv;
+	struct result r;
+	srv_init(&sv, MODE_BYTES);
+	srv_start(&sv, "127.0.0.1:0", NULL);
+	struct rpc_client *c = rpc_client_new(NULL);
+	cr_assert_not_null(c);
+
+	for (uint32_t id = 1; id <= 4; id++) {
+		cr_assert_eq(rv_sync(c, sv.addr, id, 3000, &r), STATUS_OK);
+		check_rv_reply(&r, id);
+	}
+	/* Bytes that are not a valid reply reach the client as INTERNAL,
+	 * never as a reply. */
+	sv.mode = MODE_BAD_BYTES;
+	cr_assert_eq(rv_sync(c, sv.addr, 5, 3000, &r), STATUS_INTERNAL);
+	cr_assert_not(r.has_reply);
+	cr_assert(strstr(r.errmsg, "not a valid"), "%s", r.errmsg);
 
 	rpc_client_free(c);
 	srv_stop(&sv);

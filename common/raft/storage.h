@@ -1,0 +1,174 @@
+/*
+ * raft/storage: Raft's durable state in a `struct store`, and the
+ * application snapshot that InstallSnapshot streams.
+ *
+ * What it is for: turning a `struct raft_ready` into write-batch
+ * operations, loading a `struct raft_boot` at start, and serializing /
+ * installing the state-machine snapshot. It never writes on its own: every
+ * change goes into a batch the caller writes (one synced write per ready).
+ *
+ * Layout (DESIGN.md, Storage):
+ *   raft CF   "e" + u64 BE index   packed Skv__Entry
+ *             "hs"                 packed Skv__HardState
+ *             "snap"               packed Skv__SnapshotMeta (log compaction
+ *                                  point: entries <= last_index are gone)
+ *   meta CF   "\0raft/applied"     u64 BE index + u64 BE term of the last
+ *                                  applied entry
+ * The applied index lives in `meta` so that it commits atomically with
+ * the application's writes. Application keys in `meta` must not start
+ * with RAFT_STORAGE_META_RESERVED ("\0raft/").
+ *
+ * Snapshot stream (what a leader sends and a follower installs): every key
+ * of the `data` and `meta` CFs read at one RocksDB snapshot, applied-index
+ * key included:
+ *   header  "SKVSNAP\0" | u32 version (1) | u64 last_index | u64 last_term
+ *   records u8 cf (2 data, 3 meta) | u32 klen | key | u32 vlen | value
+ *   end     u8 0
+ *   trailer u32 CRC32C of everything before it
+ * All integers big-endian. Installing replaces all of `data` and `meta`.
+ *
+ * Memory: a leader materializes the whole stream in memory once per
+ * applied index it sends (cached until a newer one is needed); a follower
+ * stages the received stream in memory until it is complete. Each costs
+ * the size of data+meta plus 9 bytes per key, so a group's state must fit
+ * in memory about twice over while a snapshot is in transit.
+ *
+ * What it owns: a `struct raft_storage` owns its caches, the staged
+ * snapshot and the entries of the boot state it loaded; it borrows the
+ * store, which must outlive it.
+ *
+ * Invariant: the in-memory picture (last stored index, compaction point,
+ * applied index) assumes every batch the storage filled is written. If a
+ * write fails, the storage object (and the replica around it) must be
+ * discarded and the store reopened; it must not be used again.
+ *
+ * Errors: STATUS_OK or an `enum status`; the message of the last failure is
+ * raft_storage_errmsg(). Not thread-safe: one owner thread.
+ */
+#ifndef SKV_COMMON_RAFT_STORAGE_H
+#define SKV_COMMON_RAFT_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/raft/raft.h"
+#include "common/store/store.h"
+
+/* Prefix of the `meta` keys Raft reserves; the application must not use
+ * keys starting with it. */
+#define RAFT_STORAGE_META_RESERVED "\0raft/"
+#define RAFT_STORAGE_META_RESERVED_LEN 6
+
+struct raft_storage;
+
+/*
+ * Reads the durable Raft state of `store` (borrowed; must outlive the
+ * storage) into *boot and returns a new storage object in *out. An empty
+ * store gives a zeroed boot (term 0, no entries). Checks the state: the
+ * entries after the compaction point are dense and in index order, terms
+ * never decrease and none exceeds the hard state's term, the applied index
+ * lies between the compaction point and the last entry, every record
+ * decodes. `boot->entries` belongs to the storage, valid until
+ * raft_storage_boot_release or raft_storage_free.
+ *
+ * STATUS_OK; STATUS_CORRUPTION (a record does not decode or breaks the
+ * rules above; errmsg says which), STATUS_NO_MEMORY, or a store error.
+ * On error *out is NULL and errmsg[0..cap) says why.
+ */
+int raft_storage_open(struct store *store, struct raft_storage **out,
+		      struct raft_boot *boot, char *errmsg, size_t cap);
+
+/* Frees the boot entries handed out by raft_storage_open (the core copies
+ * them in raft_new). Idempotent. */
+void raft_storage_boot_release(struct raft_storage *st);
+
+/* Frees everything the storage owns. NULL is a no-op. */
+void raft_storage_free(struct raft_storage *st);
+
+/* Message of the last failure; owned by `st`. */
+const char *raft_storage_errmsg(const struct raft_storage *st);
+
+/*
+ * Adds to `b` (a batch of the storage's store) the Raft-log part of `rd`:
+ * with rd->log_discard_all, every stored entry is deleted; with
+ * rd->compact_index, entries up to it are deleted and the snapshot meta is
+ * recorded; rd->entries replace the stored entries from entries[0].index
+ * on (a stored suffix beyond the new last entry is deleted); the hard
+ * state if rd->hard_state_changed. Snapshot chunks are not handled here
+ * (raft_storage_snapshot_stage / _install). STATUS_OK or NO_MEMORY; on
+ * error `b` may hold part of rd and must not be written (the invariant
+ * above applies: discard the storage).
+ */
+int raft_storage_save(struct raft_storage *st, struct store_batch *b,
+		      const struct raft_ready *rd);
+
+/* Records in `b` that the state machine has applied up to `index`, whose
+ * entry has term `term`. */
+void raft_storage_set_applied(struct raft_storage *st, struct store_batch *b,
+			      uint64_t index, uint64_t term);
+
+/* What storage holds (as of the batches filled so far). */
+uint64_t raft_storage_applied_index(const struct raft_storage *st);
+uint64_t raft_storage_applied_term(const struct raft_storage *st);
+uint64_t raft_storage_last_index(const struct raft_storage *st);
+uint64_t raft_storage_snapshot_index(const struct raft_storage *st);
+
+/* ---- leader side: reading the snapshot to send ---- */
+
+/*
+ * Copies up to `cap` bytes of the snapshot stream at `offset` into `buf`
+ * (*len set; 0 at the end). The stream is built from the store's current
+ * data+meta (which must be durable: call after the write) and cached; it
+ * is rebuilt when there is none, when `offset` is 0 and the store's
+ * applied index has moved past the cached one, or when the cached one is
+ * older than `min_index` (the snapshot the core asks for). *last_index /
+ * *last_term describe the stream, *total is its size in bytes.
+ * STATUS_OK; INVALID_ARGUMENT (offset beyond the end); NO_MEMORY; a store
+ * error.
+ */
+int raft_storage_snapshot_read(struct raft_storage *st, uint64_t min_index,
+			       uint64_t offset, void *buf, size_t cap,
+			       size_t *len, uint64_t *last_index,
+			       uint64_t *last_term, uint64_t *total);
+
+/* Drops the cached outgoing snapshot (frees its memory). */
+void raft_storage_snapshot_drop_cache(struct raft_storage *st);
+/* Bytes held by the cached outgoing snapshot (0 = none). */
+size_t raft_storage_snapshot_cached_bytes(const struct raft_storage *st);
+
+/* ---- follower side: staging and installing a received snapshot ---- */
+
+/*
+ * Appends a received chunk (borrowed) to the staged snapshot. A chunk at
+ * offset 0 starts a new snapshot (anything staged is dropped); any other
+ * chunk must continue the staged snapshot (same last_index/last_term,
+ * offset == staged length). STATUS_OK; INVALID_ARGUMENT (out of order,
+ * beyond size_bytes; nothing staged changes); NO_MEMORY.
+ */
+int raft_storage_snapshot_stage(struct raft_storage *st,
+				const struct raft_snapshot_chunk *chunk);
+
+/* Bytes currently staged (0 = none). */
+uint64_t raft_storage_snapshot_staged(const struct raft_storage *st);
+
+/*
+ * Verifies the staged snapshot (complete, checksum, header matching the
+ * staged last_index/last_term, every record well formed) and, only if all
+ * is well, adds its installation to `b`: every key of `data` and `meta`
+ * deleted, the records put, the applied index set to the snapshot's, the
+ * snapshot meta recorded. The staged bytes are released either way.
+ * STATUS_OK; CORRUPTION (nothing added to `b`); INVALID_ARGUMENT (nothing
+ * staged, or incomplete); NO_MEMORY; a store error.
+ * On OK *last_index / *last_term (may be NULL) describe what was installed.
+ */
+int raft_storage_snapshot_install(struct raft_storage *st,
+				  struct store_batch *b, uint64_t *last_index,
+				  uint64_t *last_term);
+
+/* ---- exposed for tests ---- */
+
+/* CRC32C (Castagnoli) of p[0..n), continuing from `crc` (0 to start). */
+uint32_t raft_storage_crc32c(uint32_t crc, const void *p, size_t n);
+
+#endif

@@ -1,0 +1,841 @@
+/* Raft's durable state in a store (common/raft/storage): what a ready
+ * saves is what the next open loads, suffix overwrite, compaction and
+ * discard, corruption detection, and the snapshot stream from one store to
+ * another. Stores live in RocksDB's in-memory env; closing and reopening
+ * on the same env is a restart. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/codec.h"
+#include "common/mem.h"
+#include "common/raft/storage.h"
+#include "common/status.h"
+#include "common/store/store.h"
+
+static struct store_memenv *env;
+
+static void setup(void)
+{
+	env = store_memenv_new();
+	cr_assert_not_null(env);
+}
+
+static void teardown(void)
+{
+	store_memenv_free(env);
+	env = NULL;
+}
+
+TestSuite(raft_storage, .init = setup, .fini = teardown, .timeout = 60);
+
+static struct store *open_store(const char *path)
+{
+	struct store_opts o = {
+		.path = path,
+		.create_if_missing = true,
+		.memenv = env,
+		.block_cache_bytes = 1 << 20,
+	};
+	struct store *s;
+	char err[256];
+	cr_assert_eq(store_open(&o, &s, err, sizeof(err)), STATUS_OK, "%s",
+		     err);
+	return s;
+}
+
+static struct raft_storage *open_storage(struct store *s,
+					 struct raft_boot *boot)
+{
+	struct raft_storage *st;
+	char err[256];
+	int rc = raft_storage_open(s, &st, boot, err, sizeof(err));
+	cr_assert_eq(rc, STATUS_OK, "%s: %s", status_name(rc), err);
+	return st;
+}
+
+/* Opening must fail with `status`; returns the message. */
+static const char *open_fails(struct store *s, int status)
+{
+	static char err[256];
+	struct raft_storage *st;
+	struct raft_boot boot;
+	int rc = raft_storage_open(s, &st, &boot, err, sizeof(err));
+	cr_assert_eq(rc, status, "got %s (%s)", status_name(rc), err);
+	cr_assert_null(st);
+	cr_assert_eq(boot.n_entries, 0);
+	return err;
+}
+
+/* Entries [from, to] with the given term; data "e<index>.<term>". */
+struct entries {
+	struct raft_entry e[64];
+	char data[64][32];
+	size_t n;
+};
+
+static void make_entries(struct entries *es, uint64_t from, uint64_t to,
+			 uint64_t term)
+{
+	es->n = 0;
+	for (uint64_t i = from; i <= to; i++) {
+		size_t k = es->n++;
+		cr_assert_lt(k, 64);
+		int len = snprintf(es->data[k], sizeof(es->data[k]),
+				   "e%llu.%llu", (unsigned long long)i,
+				   (unsigned long long)term);
+		es->e[k] = (struct raft_entry){
+			.term = term,
+			.index = i,
+			.type = i % 7 == 0 ? SKV__ENTRY_TYPE__ENTRY_NOOP
+					   : SKV__ENTRY_TYPE__ENTRY_NORMAL,
+			.data = (uint8_t *)es->data[k],
+			.len = (size_t)len,
+		};
+	}
+}
+
+/* Saves `rd` in one synced write. */
+static void save(struct store *s, struct raft_storage *st,
+		 const struct raft_ready *rd)
+{
+	struct store_batch *b = store_batch_new(s);
+	cr_assert_not_null(b);
+	cr_assert_eq(raft_storage_save(st, b, rd), STATUS_OK);
+	cr_assert_eq(store_write(s, b, true), STATUS_OK, "%s", store_errmsg(s));
+	store_batch_free(b);
+}
+
+static void save_entries(struct store *s, struct raft_storage *st,
+			 uint64_t from, uint64_t to, uint64_t term)
+{
+	struct entries es;
+	struct raft_ready rd = {0};
+	make_entries(&es, from, to, term);
+	rd.hard_state_changed = true;
+	rd.term = term;
+	rd.vote = 1;
+	rd.commit = 0;
+	rd.entries = es.e;
+	rd.n_entries = es.n;
+	save(s, st, &rd);
+}
+
+static void set_applied(struct store *s, struct raft_storage *st,
+			uint64_t index, uint64_t term)
+{
+	struct store_batch *b = store_batch_new(s);
+	raft_storage_set_applied(st, b, index, term);
+	cr_assert_eq(store_write(s, b, true), STATUS_OK);
+	store_batch_free(b);
+}
+
+/* The boot entries are [from, to] with data "e<index>.<term of index>",
+ * where term_of gives the term. */
+static void check_boot_entries(const struct raft_boot *boot, uint64_t from,
+			       uint64_t to, uint64_t (*term_of)(uint64_t))
+{
+	cr_assert_eq(boot->n_entries, to >= from ? to - from + 1 : 0);
+	for (size_t k = 0; k < boot->n_entries; k++) {
+		const Skv__Entry *e = boot->entries[k];
+		uint64_t i = from + k;
+		char want[32];
+		snprintf(want, sizeof(want), "e%llu.%llu",
+			 (unsigned long long)i,
+			 (unsigned long long)term_of(i));
+		cr_assert_eq(e->index, i);
+		cr_assert_eq(e->term, term_of(i), "entry %llu",
+			     (unsigned long long)i);
+		cr_assert_eq(e->type, i % 7 == 0 ? SKV__ENTRY_TYPE__ENTRY_NOOP
+						 : SKV__ENTRY_TYPE__ENTRY_NORMAL);
+		cr_assert_eq(e->data.len, strlen(want));
+		cr_assert(memcmp(e->data.data, want, e->data.len) == 0);
+	}
+}
+
+static uint64_t term_2(uint64_t i) { return 2; }
+static uint64_t term_2_then_5(uint64_t i) { return i < 6 ? 2 : 5; }
+
+static bool raft_key_exists(struct store *s, uint64_t index)
+{
+	uint8_t key[9] = {'e'};
+	struct buf v;
+	buf_init(&v);
+	put_u64be(key + 1, index);
+	int rc = store_get(s, STORE_CF_RAFT, key, sizeof(key), &v);
+	buf_free(&v);
+	cr_assert(rc == STATUS_OK || rc == STATUS_NOT_FOUND);
+	return rc == STATUS_OK;
+}
+
+/* ---- log ---- */
+
+Test(raft_storage, empty_store_boots_empty)
+{
+	struct store *s = open_store("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+	cr_assert_eq(boot.term, 0);
+	cr_assert_eq(boot.vote, 0);
+	cr_assert_eq(boot.n_entries, 0);
+	cr_assert_eq(boot.snapshot_index, 0);
+	cr_assert_eq(boot.applied, 0);
+	cr_assert_eq(raft_storage_last_index(st), 0);
+	raft_storage_free(st);
+	store_close(s);
+}
+
+Test(raft_storage, save_load_round_trip)
+{
+	struct store *s = open_store("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+	struct entries es;
+	struct raft_ready rd = {0};
+
+	make_entries(&es, 1, 20, 2);
+	rd.hard_state_changed = true;
+	rd.term = 3;
+	rd.vote = 2;
+	rd.commit = 12;
+	rd.entries = es.e;
+	rd.n_entries = es.n;
+	save(s, st, &rd);
+	set_applied(s, st, 9, 2);
+	cr_assert_eq(raft_storage_last_index(st), 20);
+	raft_storage_free(st);
+	store_close(s);
+
+	s = open_store("/a");
+	st = open_storage(s, &boot);
+	cr_assert_eq(boot.term, 3);
+	cr_assert_eq(boot.vote, 2);
+	cr_assert_eq(boot.commit, 12);
+	cr_assert_eq(boot.applied, 9);
+	cr_assert_eq(boot.snapshot_index, 0);
+	check_boot_entries(&boot, 1, 20, term_2);
+	cr_assert_eq(raft_storage_applied_term(st), 2);
+	raft_storage_boot_release(st);
+	raft_storage_boot_release(st); /* idempotent */
+
+	/* A ready without hard-state change leaves it alone. */
+	struct raft_ready rd2 = {0};
+	make_entries(&es, 21, 21, 3);
+	rd2.entries = es.e;
+	rd2.n_entries = 1;
+	rd2.term = 99; /* ignored: not changed */
+	save(s, st, &rd2);
+	raft_storage_free(st);
+	st = open_storage(s, &boot);
+	cr_assert_eq(boot.term, 3);
+	cr_assert_eq(boot.n_entries, 21);
+	raft_storage_free(st);
+	store_close(s);
+}
+
+Test(raft_storage, overwriting_a_suffix_deletes_what_lies_beyond)
+{
+	struct store *s = open_store("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+
+	save_entries(s, st, 1, 10, 2);
+	/* A new leader of term 5 replaces 6.. with a shorter log. */
+	save_entries(s, st, 6, 7, 5);
+	cr_assert_eq(raft_storage_last_index(st), 7);
+	for (uint64_t i = 8; i <= 10; i++)
+		cr_assert_not(raft_key_exists(s, i), "entry %llu survived",
+			      (unsigned long long)i);
+	raft_storage_free(st);
+
+	st = open_storage(s, &boot);
+	check_boot_entries(&boot, 1, 7, term_2_then_5);
+	/* And a longer one replacing from the middle. */
+	save_entries(s, st, 6, 30, 5);
+	raft_storage_free(st);
+	st = open_storage(s, &boot);
+	check_boot_entries(&boot, 1, 30, term_2_then_5);
+	raft_storage_free(st);
+	store_close(s);
+}
+
+Test(raft_storage, compaction_drops_the_prefix_and_records_the_snapshot)
+{
+	struct store *s = open_store("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+
+	save_entries(s, st, 1, 10, 2);
+	set_applied(s, st, 6, 2);
+	struct raft_ready rd = {.compact_index = 5, .compact_term = 2};
+	save(s, st, &rd);
+	cr_assert_eq(raft_storage_snapshot_index(st), 5);
+	for (uint64_t i = 1; i <= 5; i++)
+		cr_assert_not(raft_key_exists(s, i));
+	cr_assert(raft_key_exists(s, 6));
+	/* A stale compaction point changes nothing. */
+	struct raft_ready stale = {.compact_index = 3, .compact_term = 2};
+	save(s, st, &stale);
+	raft_storage_free(st);
+
+	st = open_storage(s, &boot);
+	cr_assert_eq(boot.snapshot_index, 5);
+	cr_assert_eq(boot.snapshot_term, 2);
+	cr_assert_eq(boot.applied, 6);
+	check_boot_entries(&boot, 6, 10, term_2);
+
+	/* Compacting everything leaves an empty log after the snapshot. */
+	set_applied(s, st, 10, 2);
+	struct raft_ready all = {.compact_index = 10, .compact_term = 2};
+	save(s, st, &all);
+	raft_storage_free(st);
+	st = open_storage(s, &boot);
+	cr_assert_eq(boot.snapshot_index, 10);
+	cr_assert_eq(boot.n_entries, 0);
+	cr_assert_eq(raft_storage_last_index(st), 10);
+	/* The log continues after it. */
+	save_entries(s, st, 11, 12, 2);
+	raft_storage_free(st);
+	st = open_storage(s, &boot);
+	check_boot_entries(&boot, 11, 12, term_2);
+	raft_storage_free(st);
+	store_close(s);
+}
+
+Test(raft_storage, discard_all_then_new_entries)
+{
+	struct store *s = open_store("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+
+	save_entries(s, st, 1, 10, 2);
+	/* An installed snapshot at 40 (term 5) from another history; the
+	 * leader's entries 41.. come in the same ready. */
+	struct entries es;
+	make_entries(&es, 41, 43, 5);
+	struct raft_ready rd = {
+		.hard_state_changed = true,
+		.term = 5,
+		.vote = 0,
+		.commit = 40,
+		.compact_index = 40,
+		.compact_term = 5,
+		.log_discard_all = true,
+		.entries = es.e,
+		.n_entries = es.n,
+	};
+	struct store_batch *b = store_batch_new(s);
+	cr_assert_eq(raft_storage_save(st, b, &rd), STATUS_OK);
+	raft_storage_set_applied(st, b, 40, 5);
+	cr_assert_eq(store_write(s, b, true), STATUS_OK);
+	store_batch_free(b);
+	for (uint64_t i = 1; i <= 10; i++)
+		cr_assert_not(raft_key_exists(s, i));
+	raft_storage_free(st);
+
+	st = open_storage(s, &boot);
+	cr_assert_eq(boot.snapshot_index, 40);
+	cr_assert_eq(boot.applied, 40);
+	cr_assert_eq(boot.n_entries, 3);
+	cr_assert_eq(boot.entries[0]->index, 41);
+	raft_storage_free(st);
+	store_close(s);
+}
+
+/* ---- corruption ---- */
+
+static void put_raw(struct store *s, enum store_cf cf, const void *k,
+		    size_t klen, const void *v, size_t vlen)
+{
+	cr_assert_eq(store_put(s, cf, k, klen, v, vlen, false), STATUS_OK);
+}
+
+static void put_entry_key(struct store *s, uint64_t index, const void *v,
+			  size_t vlen)
+{
+	uint8_t key[9] = {'e'};
+	put_u64be(key + 1, index);
+	put_raw(s, STORE_CF_RAFT, key, sizeof(key), v, vlen);
+}
+
+/* A store with entries 1..10 of term 2 and hard state term 2. */
+static struct store *store_with_log(const char *path)
+{
+	struct store *s = open_store(path);
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+	save_entries(s, st, 1, 10, 2);
+	raft_storage_free(st);
+	return s;
+}
+
+Test(raft_storage, undecodable_entry_is_corruption)
+{
+	struct store *s = store_with_log("/a");
+	put_entry_key(s, 4, "\x08\xff", 2);
+	const char *err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "entry 4"), "%s", err);
+	store_close(s);
+}
+
+Test(raft_storage, entry_under_the_wrong_key_is_corruption)
+{
+	struct store *s = store_with_log("/a");
+	Skv__Entry e = SKV__ENTRY__INIT;
+	struct buf v;
+	buf_init(&v);
+	e.term = 2;
+	e.index = 9;
+	cr_assert_eq(codec_pack(&e.base, &v), STATUS_OK);
+	put_entry_key(s, 4, v.data, v.len);
+	buf_free(&v);
+	const char *err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "says index 9"), "%s", err);
+	store_close(s);
+}
+
+Test(raft_storage, gap_in_the_log_is_corruption)
+{
+	struct store *s = store_with_log("/a");
+	uint8_t key[9] = {'e'};
+	put_u64be(key + 1, 5);
+	cr_assert_eq(store_delete(s, STORE_CF_RAFT, key, 9, false), STATUS_OK);
+	const char *err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "gap"), "%s", err);
+	store_close(s);
+}
+
+Test(raft_storage, decreasing_term_is_corruption)
+{
+	struct store *s = open_store("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+	save_entries(s, st, 1, 5, 4);
+	save_entries(s, st, 6, 6, 3); /* hard state now term 3: fix below */
+	struct raft_ready rd = {.hard_state_changed = true, .term = 4};
+	save(s, st, &rd);
+	raft_storage_free(st);
+	const char *err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "entry 6 has term 3"), "%s", err);
+	store_close(s);
+}
+
+Test(raft_storage, entry_term_above_current_term_is_corruption)
+{
+	struct store *s = store_with_log("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+	struct raft_ready rd = {.hard_state_changed = true, .term = 1};
+	save(s, st, &rd);
+	raft_storage_free(st);
+	open_fails(s, STATUS_CORRUPTION);
+	store_close(s);
+}
+
+Test(raft_storage, bad_hard_state_snapshot_meta_or_applied_is_corruption)
+{
+	struct store *s = store_with_log("/a");
+	put_raw(s, STORE_CF_RAFT, "hs", 2, "\x0a\x05zz", 4);
+	const char *err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "\"hs\""), "%s", err);
+	store_close(s);
+
+	s = store_with_log("/b");
+	put_raw(s, STORE_CF_RAFT, "snap", 4, "\x18", 1);
+	err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "\"snap\""), "%s", err);
+	store_close(s);
+
+	s = store_with_log("/c");
+	put_raw(s, STORE_CF_META, RAFT_STORAGE_META_RESERVED "applied", 13,
+		"short", 5);
+	err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "applied"), "%s", err);
+	store_close(s);
+}
+
+Test(raft_storage, applied_outside_the_log_is_corruption)
+{
+	struct store *s = store_with_log("/a");
+	struct raft_boot boot;
+	struct raft_storage *st = open_storage(s, &boot);
+	set_applied(s, st, 11, 2); /* beyond the last entry */
+	raft_storage_free(st);
+	const char *err = open_fails(s, STATUS_CORRUPTION);
+	cr_assert(strstr(err, "applied index 11"), "%s", err);
+	store_close(s);
+
+	s = store_with_log("/b");
+	st = open_storage(s, &boot);
+	struct raft_ready rd = {.compact_index = 4, .compact_term = 2};
+	save(s, st, &rd); /* applied still 0 < snapshot 4 */
+	raft_storage_free(st);
+	open_fails(s, STATUS_CORRUPTION);
+	store_close(s);
+}
+
+Test(raft_storage, open_survives_allocation_failures)
+{
+	struct store *s = store_with_log("/a");
+	for (long n = 1;; n++) {
+		struct raft_storage *st;
+		struct raft_boot boot;
+		char err[256];
+		mem_fail_after(n);
+		int rc = raft_storage_open(s, &st, &boot, err, sizeof(err));
+		mem_fail_reset();
+		if (rc == STATUS_OK) {
+			cr_assert_eq(boot.n_entries, 10);
+			raft_storage_free(st);
+			break;
+		}
+		cr_assert(rc == STATUS_NO_MEMORY || rc == STATUS_CORRUPTION,
+			  "n=%ld: %s", n, status_name(rc));
+		cr_assert_null(st);
+		cr_assert_lt(n, 10000);
+	}
+	store_close(s);
+}
+
+/* ---- snapshots ---- */
+
+static void put_kv(struct store *s, enum store_cf cf, const void *k,
+		   size_t klen, const char *v)
+{
+	put_raw(s, cf, k, klen, v, strlen(v));
+}
+
+/* Application state on the leader: binary keys, an empty value, a big
+ * value, meta keys; applied index 42 in term 7. */
+static void fill_app_state(struct store *s, struct raft_storage *st)
+{
+	char big[5000];
+	memset(big, 'b', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	for (int i = 0; i < 300; i++) {
+		uint8_t k[8];
+		put_u32be(k, (uint32_t)(i % 16));
+		put_u32be(k + 4, (uint32_t)i);
+		char v[32];
+		snprintf(v, sizeof(v), "value-%d", i);
+		put_kv(s, STORE_CF_DATA, k, sizeof(k), v);
+	}
+	put_kv(s, STORE_CF_DATA, "\xff\xff\xff\xff", 4, "");
+	put_kv(s, STORE_CF_DATA, "\x00\x00\x00\x00", 4, big);
+	put_kv(s, STORE_CF_META, "dedup/1", 7, "seq 4");
+	put_kv(s, STORE_CF_META, "config", 6, "num 3");
+	set_applied(s, st, 42, 7);
+}
+
+/* Reads the whole stream in chunks of `chunk` bytes and stages them. */
+static void transfer(struct raft_storage *from, struct raft_storage *to,
+		     size_t chunk, uint64_t *index, uint64_t *term)
+{
+	uint8_t *buf = malloc(chunk);
+	uint64_t off = 0, total = 0;
+	cr_assert_not_null(buf);
+	do {
+		size_t len;
+		uint64_t i, t;
+		int rc = raft_storage_snapshot_read(from, 0, off, buf, chunk,
+						    &len, &i, &t, &total);
+		cr_assert_eq(rc, STATUS_OK, "%s", raft_storage_errmsg(from));
+		struct raft_snapshot_chunk c = {
+			.last_index = i,
+			.last_term = t,
+			.offset = off,
+			.data = buf,
+			.len = len,
+			.size_bytes = total,
+			.done = off + len == total,
+		};
+		cr_assert_eq(raft_storage_snapshot_stage(to, &c), STATUS_OK,
+			     "%s", raft_storage_errmsg(to));
+		off += len;
+		*index = i;
+		*term = t;
+	} while (off < total);
+	cr_assert_eq(raft_storage_snapshot_staged(to), total);
+	free(buf);
+}
+
+/* Every key and value of data+meta, as one comparable string. */
+static void dump(struct store *s, struct buf *out)
+{
+	buf_reset(out);
+	for (enum store_cf cf = STORE_CF_DATA; cf <= STORE_CF_META; cf++) {
+		struct store_iter *it = store_iter_new(s, cf, NULL, 0, NULL);
+		cr_assert_not_null(it);
+		for (; store_iter_valid(it); store_iter_next(it)) {
+			size_t kl, vl;
+			const void *k = store_iter_key(it, &kl);
+			const void *v = store_iter_value(it, &vl);
+			buf_append_u32be(out, (uint32_t)cf);
+			buf_append_u32be(out, (uint32_t)kl);
+			buf_append(out, k, kl);
+			buf_append_u32be(out, (uint32_t)vl);
+			buf_append(out, v, vl);
+		}
+		cr_assert_eq(store_iter_status(it), STATUS_OK);
+		store_iter_free(it);
+	}
+}
+
+/* The follower's own state, which installing must wipe entirely (keys
+ * sorting before and after every leader key included). */
+static void fill_follower_state(struct store *s)
+{
+	put_kv(s, STORE_CF_DATA, "", 0, "empty key");
+	put_kv(s, STORE_CF_DATA, "\x00", 1, "low");
+	put_kv(s, STORE_CF_DATA, "\xff\xff\xff\xff\xff\xff", 6, "high");
+	put_kv(s, STORE_CF_META, "zzz", 3, "old meta");
+	put_kv(s, STORE_CF_META, "config", 6, "num 1");
+}
+
+Test(raft_storage, crc32c_known_answer)
+{
+	cr_assert_eq(raft_storage_crc32c(0, "123456789", 9), 0xE3069283u);
+	uint32_t c = raft_storage_crc32c(0, "1234", 4);
+	cr_assert_eq(raft_storage_crc32c(c, "56789", 5), 0xE3069283u);
+}
+
+Test(raft_storage, snapshot_streams_and_installs_exactly)
+{
+	struct store *a = open_store("/leader"), *b = open_store("/follower");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	struct raft_storage *sb = open_storage(b, &boot);
+	uint64_t index, term;
+
+	fill_app_state(a, sa);
+	fill_follower_state(b);
+	/* The follower had an old log; the core discards it on install. */
+	save_entries(b, sb, 1, 5, 2);
+
+	transfer(sa, sb, 777, &index, &term);
+	cr_assert_eq(index, 42);
+	cr_assert_eq(term, 7);
+
+	struct store_batch *batch = store_batch_new(b);
+	struct raft_ready rd = {
+		.hard_state_changed = true,
+		.term = 7,
+		.compact_index = 42,
+		.compact_term = 7,
+		.log_discard_all = true,
+	};
+	cr_assert_eq(raft_storage_save(sb, batch, &rd), STATUS_OK);
+	uint64_t ii = 0, it = 0;
+	cr_assert_eq(raft_storage_snapshot_install(sb, batch, &ii, &it),
+		     STATUS_OK, "%s", raft_storage_errmsg(sb));
+	cr_assert_eq(ii, 42);
+	cr_assert_eq(it, 7);
+	cr_assert_eq(raft_storage_snapshot_staged(sb), 0);
+	cr_assert_eq(store_write(b, batch, true), STATUS_OK);
+	store_batch_free(batch);
+	cr_assert_eq(raft_storage_applied_index(sb), 42);
+
+	struct buf da, db;
+	buf_init(&da);
+	buf_init(&db);
+	dump(a, &da);
+	dump(b, &db);
+	cr_assert_eq(da.len, db.len);
+	cr_assert(memcmp(da.data, db.data, da.len) == 0,
+		  "follower's data+meta differ from the leader's");
+	buf_free(&da);
+	buf_free(&db);
+
+	raft_storage_free(sb);
+	sb = open_storage(b, &boot);
+	cr_assert_eq(boot.snapshot_index, 42);
+	cr_assert_eq(boot.snapshot_term, 7);
+	cr_assert_eq(boot.applied, 42);
+	cr_assert_eq(boot.n_entries, 0);
+	for (uint64_t i = 1; i <= 5; i++)
+		cr_assert_not(raft_key_exists(b, i));
+
+	raft_storage_free(sa);
+	raft_storage_free(sb);
+	store_close(a);
+	store_close(b);
+}
+
+Test(raft_storage, snapshot_into_an_empty_store_and_in_one_chunk)
+{
+	struct store *a = open_store("/leader"), *b = open_store("/follower");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	struct raft_storage *sb = open_storage(b, &boot);
+	uint64_t index, term;
+
+	fill_app_state(a, sa);
+	transfer(sa, sb, 1 << 20, &index, &term);
+	struct store_batch *batch = store_batch_new(b);
+	cr_assert_eq(raft_storage_snapshot_install(sb, batch, NULL, NULL),
+		     STATUS_OK, "%s", raft_storage_errmsg(sb));
+	cr_assert_eq(store_write(b, batch, true), STATUS_OK);
+	store_batch_free(batch);
+
+	struct buf da, db;
+	buf_init(&da);
+	buf_init(&db);
+	dump(a, &da);
+	dump(b, &db);
+	cr_assert(da.len == db.len && memcmp(da.data, db.data, da.len) == 0);
+	buf_free(&da);
+	buf_free(&db);
+	raft_storage_free(sa);
+	raft_storage_free(sb);
+	store_close(a);
+	store_close(b);
+}
+
+Test(raft_storage, corrupt_snapshot_is_rejected_and_nothing_is_written)
+{
+	struct store *a = open_store("/leader"), *b = open_store("/follower");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	struct raft_storage *sb = open_storage(b, &boot);
+	uint8_t buf[4096];
+	size_t len;
+	uint64_t i, t, total;
+
+	fill_app_state(a, sa);
+	fill_follower_state(b);
+	struct buf before, after;
+	buf_init(&before);
+	buf_init(&after);
+	dump(b, &before);
+
+	/* Every position of one flipped bit in the first chunk is caught;
+	 * try a spread of them. */
+	for (size_t pos = 0; pos < 4096; pos += 331) {
+		uint64_t off = 0;
+		do {
+			cr_assert_eq(raft_storage_snapshot_read(
+					     sa, 0, off, buf, sizeof(buf), &len,
+					     &i, &t, &total),
+				     STATUS_OK);
+			if (off == 0)
+				buf[pos] ^= 0x10;
+			struct raft_snapshot_chunk c = {
+				i, t, off, buf, len, total, off + len == total};
+			cr_assert_eq(raft_storage_snapshot_stage(sb, &c),
+				     STATUS_OK);
+			off += len;
+		} while (off < total);
+		struct store_batch *batch = store_batch_new(b);
+		int rc = raft_storage_snapshot_install(sb, batch, NULL, NULL);
+		cr_assert_eq(rc, STATUS_CORRUPTION, "flip at %zu: %s", pos,
+			     status_name(rc));
+		cr_assert_eq(store_batch_count(batch), 0);
+		store_batch_free(batch);
+		cr_assert_eq(raft_storage_snapshot_staged(sb), 0);
+	}
+	dump(b, &after);
+	cr_assert(before.len == after.len &&
+		  memcmp(before.data, after.data, before.len) == 0);
+	cr_assert_eq(raft_storage_applied_index(sb), 0);
+
+	buf_free(&before);
+	buf_free(&after);
+	raft_storage_free(sa);
+	raft_storage_free(sb);
+	store_close(a);
+	store_close(b);
+}
+
+Test(raft_storage, staging_refuses_chunks_out_of_order)
+{
+	struct store *b = open_store("/follower");
+	struct raft_boot boot;
+	struct raft_storage *sb = open_storage(b, &boot);
+	const uint8_t data[10] = "0123456789";
+	struct raft_snapshot_chunk c = {5, 2, 0, data, 4, 10, false};
+
+	/* Nothing staged: only offset 0 starts. */
+	c.offset = 4;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c),
+		     STATUS_INVALID_ARGUMENT);
+	c.offset = 0;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c), STATUS_OK);
+	/* A gap, a repeat, another snapshot, beyond the size. */
+	c.offset = 5;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c),
+		     STATUS_INVALID_ARGUMENT);
+	c.offset = 2;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c),
+		     STATUS_INVALID_ARGUMENT);
+	c.offset = 4;
+	c.last_index = 6;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c),
+		     STATUS_INVALID_ARGUMENT);
+	c.last_index = 5;
+	c.len = 7;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert_eq(raft_storage_snapshot_staged(sb), 4);
+	/* Incomplete: install refuses and adds nothing. */
+	struct store_batch *batch = store_batch_new(b);
+	cr_assert_eq(raft_storage_snapshot_install(sb, batch, NULL, NULL),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert_eq(store_batch_count(batch), 0);
+	/* Complete but not a snapshot stream: corruption. */
+	c.offset = 0;
+	c.len = 10;
+	c.done = true;
+	cr_assert_eq(raft_storage_snapshot_stage(sb, &c), STATUS_OK);
+	cr_assert_eq(raft_storage_snapshot_install(sb, batch, NULL, NULL),
+		     STATUS_CORRUPTION);
+	cr_assert_eq(store_batch_count(batch), 0);
+	store_batch_free(batch);
+	raft_storage_free(sb);
+	store_close(b);
+}
+
+Test(raft_storage, outgoing_snapshot_is_cached_and_rebuilt_when_stale)
+{
+	struct store *a = open_store("/leader");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	uint8_t buf[64];
+	size_t len;
+	uint64_t i, t, total, total2;
+
+	fill_app_state(a, sa);
+	cr_assert_eq(raft_storage_snapshot_read(sa, 0, 0, buf, sizeof(buf),
+						&len, &i, &t, &total),
+		     STATUS_OK);
+	cr_assert_eq(i, 42);
+	cr_assert_eq(len, sizeof(buf));
+	/* State moves on: a transfer in progress keeps its stream... */
+	put_kv(a, STORE_CF_DATA, "new", 3, "key");
+	set_applied(a, sa, 43, 7);
+	cr_assert_eq(raft_storage_snapshot_read(sa, 42, 64, buf, sizeof(buf),
+						&len, &i, &t, &total2),
+		     STATUS_OK);
+	cr_assert_eq(i, 42);
+	cr_assert_eq(total2, total);
+	/* ...a new one from offset 0 gets the newer state. */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 42, 0, buf, sizeof(buf),
+						&len, &i, &t, &total2),
+		     STATUS_OK);
+	cr_assert_eq(i, 43);
+	cr_assert_gt(total2, total);
+	/* The end: 0 bytes; past it: refused. */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 0, total2, buf,
+						sizeof(buf), &len, &i, &t,
+						&total2),
+		     STATUS_OK);
+	cr_assert_eq(len, 0);
+	cr_assert_eq(raft_storage_snapshot_read(sa, 0, total2 + 1, buf,
+						sizeof(buf), &len, &i, &t,
+						&total2),
+		     STATUS_INVALID_ARGUMENT);
+	raft_storage_snapshot_drop_cache(sa);
+	raft_storage_free(sa);
+	store_close(a);
+}
