@@ -14,7 +14,12 @@
  *      snapshot chunk staged, and installed when complete; every committed
  *      entry applied by the state machine (ENTRY_NOOP only advances the
  *      applied index); the applied index;
- *   2. one synced store_write (group commit: one fsync per call);
+ *   2. one store_write (group commit: at most one fsync per call),
+ *      synced when it holds what Raft's safety rests on (term, vote, log
+ *      entries, a snapshot, a compaction); a write holding only applied
+ *      state and the commit hint is not synced: the log still has those
+ *      entries, and the WAL is ordered, so the next synced write (always
+ *      before a compaction drops them) makes it durable too;
  *   3. every message sent (InstallSnapshot chunks filled from the
  *      snapshot of the store's data+meta);
  *   4. fsm restore (if a snapshot was installed), fsm durable, finished

@@ -13,7 +13,9 @@
 #include "common/buf.h"
 #include "common/codec.h"
 #include "common/mem.h"
+#include "common/raft/replica.h"
 #include "common/status.h"
+#include "common/store/store.h"
 
 struct disk_entry {
 	uint64_t term;
@@ -56,6 +58,10 @@ struct node {
 	enum raft_role last_role;
 	uint64_t max_snapshot_index;
 	bool connected;
+	/* store backend */
+	struct store_memenv *env;
+	struct store *store;
+	struct raft_replica *rep;
 };
 
 /* What was applied at an index, by anyone: never changes once set. */
@@ -101,6 +107,7 @@ struct raft_cluster {
 	struct read *reads;
 	size_t n_reads, cap_reads;
 	uint32_t one_start;
+	struct buf scratch; /* n_applied's answer in store mode */
 };
 
 static void fail(struct raft_cluster *c, const char *fmt, ...)
@@ -303,12 +310,10 @@ static void check_log_matching(struct raft_cluster *c, uint32_t id,
 	c->n_seen++;
 }
 
-static void check_applied(struct raft_cluster *c, struct node *nd,
-			  const struct raft_entry *e)
+/* Every node applies the same command at an index. */
+static void check_same_command(struct raft_cluster *c, struct node *nd,
+			       const struct raft_entry *e)
 {
-	if (e->index != nd->disk.applied + 1)
-		fail(c, "node %u applies %" PRIu64 " after %" PRIu64, nd->id,
-		     e->index, nd->disk.applied);
 	struct gl_entry *g = gl_at(c, e->index);
 	if (!g->set) {
 		*g = (struct gl_entry){ .set = true, .term = e->term,
@@ -324,6 +329,15 @@ static void check_applied(struct raft_cluster *c, struct node *nd,
 	}
 	if (e->index > c->max_applied)
 		c->max_applied = e->index;
+}
+
+static void check_applied(struct raft_cluster *c, struct node *nd,
+			  const struct raft_entry *e)
+{
+	if (e->index != nd->disk.applied + 1)
+		fail(c, "node %u applies %" PRIu64 " after %" PRIu64, nd->id,
+		     e->index, nd->disk.applied);
+	check_same_command(c, nd, e);
 }
 
 /* An installed snapshot must hold exactly the commands applied elsewhere
@@ -392,6 +406,8 @@ static void after_step(void *arg)
 					const struct raft_entry *e =
 						raft_entry_at(nd->r, k);
 					const struct gl_entry *g = &c->gl[k];
+					if (!g->set)
+						continue;
 					if (!e || e->term != g->term ||
 					    !same_bytes(e->data, e->len,
 							g->data, g->len)) {
@@ -518,6 +534,17 @@ static void send_msg(struct node *nd, struct raft_msg *m)
 		 m->bytes.len);
 }
 
+static void served(struct raft_cluster *c, struct read *r, uint64_t applied)
+{
+	r->waiting = false;
+	r->status = STATUS_OK;
+	r->served_at = applied;
+	if (applied < r->min_commit)
+		fail(c, "stale read %" PRIu64 " on node %u: applied %" PRIu64
+			" but %" PRIu64 " was committed first",
+		     r->id, r->node, applied, r->min_commit);
+}
+
 static struct read *find_read(const struct raft_cluster *c, uint64_t id)
 {
 	for (size_t i = 0; i < c->n_reads; i++)
@@ -534,21 +561,180 @@ static void serve_reads(struct node *nd)
 		if (!rd->waiting || !rd->confirmed || rd->node != nd->id ||
 		    nd->disk.applied < rd->index)
 			continue;
-		rd->waiting = false;
-		rd->status = STATUS_OK;
-		rd->served_at = nd->disk.applied;
-		if (rd->served_at < rd->min_commit)
-			fail(c, "stale read %" PRIu64 " on node %u: applied %"
-				PRIu64 " but %" PRIu64 " was committed first",
-			     rd->id, nd->id, rd->served_at, rd->min_commit);
+		served(c, rd, nd->disk.applied);
 	}
 }
+
+/* ---- store backend: the production replica over RocksDB ---- */
+
+static void st_apply(void *ctx, uint64_t index, const void *data, size_t len,
+		     struct store_batch *b)
+{
+	struct node *nd = ctx;
+	uint8_t key[8];
+	put_u64be(key, index);
+	store_batch_put(b, STORE_CF_DATA, key, sizeof(key), data, len);
+	/* Observers are safe inside a ready: they change nothing. */
+	struct raft_entry e = {
+		.term = raft_term_at(nd->r, index), .index = index,
+		.type = SKV__ENTRY_TYPE__ENTRY_NORMAL,
+		.data = (uint8_t *)data, .len = len,
+	};
+	check_same_command(nd->c, nd, &e);
+}
+
+/* An installed snapshot holds exactly the commands applied elsewhere. */
+static void st_restore(void *ctx, uint64_t index)
+{
+	struct node *nd = ctx;
+	struct raft_cluster *c = nd->c;
+	struct store_iter *it = store_iter_new(nd->store, STORE_CF_DATA, NULL,
+					       0, NULL);
+	if (!it) {
+		fail(c, "node %u: no iterator", nd->id);
+		return;
+	}
+	size_t in_store = 0;
+	for (store_iter_seek(it, "", 0); store_iter_valid(it);
+	     store_iter_next(it)) {
+		size_t kl, vl;
+		const uint8_t *k = store_iter_key(it, &kl);
+		const void *v = store_iter_value(it, &vl);
+		uint64_t i = kl == 8 ? get_u64be(k) : 0;
+		const struct gl_entry *g = i < c->cap_gl ? &c->gl[i] : NULL;
+		if (i == 0 || i > index || !g || !g->set ||
+		    !same_bytes(g->data, g->len, v, vl)) {
+			fail(c, "node %u: snapshot %" PRIu64
+				" holds a command at %" PRIu64
+				" nobody applied",
+			     nd->id, index, i);
+			break;
+		}
+		in_store++;
+	}
+	store_iter_free(it);
+	size_t expected = 0;
+	for (uint64_t i = 1; i <= index && i < c->cap_gl; i++)
+		expected += c->gl[i].set &&
+			    c->gl[i].type == SKV__ENTRY_TYPE__ENTRY_NORMAL;
+	if (in_store != expected)
+		fail(c, "node %u: snapshot %" PRIu64 " holds %zu commands, "
+			"%zu were applied up to it",
+		     nd->id, index, in_store, expected);
+}
+
+
+static struct read *find_read(const struct raft_cluster *c, uint64_t id);
+
+static void st_read_done(void *ctx, uint64_t id, int status)
+{
+	struct node *nd = ctx;
+	struct read *r = find_read(nd->c, id);
+	if (!r || !r->waiting)
+		return;
+	if (status == STATUS_OK) {
+		served(nd->c, r, raft_replica_applied_index(nd->rep));
+	} else {
+		r->waiting = false;
+		r->status = status;
+	}
+}
+
+static const struct raft_fsm_ops st_fsm = {
+	.apply = st_apply,
+	.restore = st_restore,
+	.read_done = st_read_done,
+};
+
+static void st_send(void *arg, struct raft_msg *m)
+{
+	struct node *nd = arg;
+	sim_send(nd->c->sim, nd->id, m->to, m->type, m->bytes.data,
+		 m->bytes.len);
+}
+
+static void st_process(struct node *nd)
+{
+	struct raft_cluster *c = nd->c;
+	struct raft_replica_stats st;
+	uint64_t before;
+	int rounds = 0;
+	do {
+		raft_replica_stats(nd->rep, &st);
+		before = st.readies;
+		if (raft_replica_process(nd->rep, sim_now_ms(c->sim), st_send,
+					 nd)) {
+			fail(c, "node %u: %s", nd->id,
+			     raft_replica_errmsg(nd->rep));
+			return;
+		}
+		raft_replica_stats(nd->rep, &st);
+		if (++rounds > 10000) {
+			fail(c, "node %u: ready never settles", nd->id);
+			return;
+		}
+	} while (st.readies != before);
+	uint64_t snap = raft_snapshot_index(nd->r);
+	if (snap < nd->max_snapshot_index && snap < raft_applied_index(nd->r))
+		fail(c, "node %u snapshot index goes back to %" PRIu64, nd->id,
+		     snap);
+	if (snap > nd->max_snapshot_index)
+		nd->max_snapshot_index = snap;
+	sim_wake_at(c->sim, nd->id, raft_next_tick_ms(nd->r));
+}
+
+static void st_boot(struct node *nd, const struct raft_config *cfg)
+{
+	struct raft_cluster *c = nd->c;
+	char err[256];
+	struct store_opts so = { .path = "/node", .create_if_missing = true,
+				 .memenv = nd->env,
+				 .block_cache_bytes = 1 << 20 };
+	if (store_open(&so, &nd->store, err, sizeof(err))) {
+		fail(c, "node %u: store: %s", nd->id, err);
+		return;
+	}
+	if (raft_replica_open(cfg, nd->store, &st_fsm, nd, sim_now_ms(c->sim),
+			      &nd->rep, err, sizeof(err))) {
+		fail(c, "node %u does not boot: %s", nd->id, err);
+		store_close(nd->store);
+		nd->store = NULL;
+		return;
+	}
+	/* Entries are 8 bytes: compact about every snapshot_every. */
+	raft_replica_set_compaction(nd->rep, c->o.snapshot_every * 8);
+	nd->r = raft_replica_raft(nd->rep);
+	st_process(nd);
+}
+
+static void st_crash(struct node *nd)
+{
+	raft_replica_free(nd->rep);
+	nd->rep = NULL;
+	nd->r = NULL;
+	store_close(nd->store);
+	nd->store = NULL;
+}
+
+static uint64_t node_applied(const struct node *nd)
+{
+	if (nd->c->o.store_backend)
+		return nd->rep ? raft_replica_applied_index(nd->rep) : 0;
+	return nd->disk.applied;
+}
+
+/* ---- disk model: driving a node ---- */
 
 static void process(struct node *nd)
 {
 	struct raft_cluster *c = nd->c;
 	struct raft_ready rd;
 	int rounds = 0;
+	if (c->o.store_backend) {
+		if (nd->rep)
+			st_process(nd);
+		return;
+	}
 	while (nd->r && raft_ready(nd->r, &rd)) {
 		persist(nd, &rd);
 		for (size_t i = 0; i < rd.n_msgs; i++)
@@ -623,6 +809,10 @@ static void boot(struct node *nd)
 	};
 	for (size_t i = 0; i < c->o.n_nodes; i++)
 		cfg.nodes[i] = (uint32_t)(i + 1);
+	if (c->o.store_backend) {
+		st_boot(nd, &cfg);
+		return;
+	}
 	Skv__Entry *es = mem_calloc(d->n_log + 1, sizeof(*es));
 	const Skv__Entry **ep = mem_calloc(d->n_log + 1, sizeof(*ep));
 	if (!es || !ep)
@@ -685,7 +875,10 @@ static void on_wake(void *ctx)
 static void on_crash(void *ctx)
 {
 	struct node *nd = ctx;
-	raft_free(nd->r);
+	if (nd->c->o.store_backend)
+		st_crash(nd);
+	else
+		raft_free(nd->r);
 	nd->r = NULL;
 	buf_reset(&nd->staging);
 	nd->pending_snap = false;
@@ -787,6 +980,7 @@ struct raft_cluster *raft_cluster_new(struct sim *sim,
 		return NULL;
 	c->sim = sim;
 	c->o = *o;
+	buf_init(&c->scratch);
 	c->nodes = mem_calloc(o->n_nodes, sizeof(*c->nodes));
 	if (!c->nodes) {
 		mem_free(c);
@@ -802,6 +996,11 @@ struct raft_cluster *raft_cluster_new(struct sim *sim,
 		buf_init(&nd->staging);
 		buf_init(&nd->pending_blob);
 		buf_init(&nd->disk.snap_blob);
+		if (o->store_backend) {
+			nd->env = store_memenv_new();
+			if (!nd->env)
+				abort();
+		}
 		sim_endpoint_add(sim, nd->id, &node_ops, nd);
 	}
 	for (size_t i = 0; i < o->n_nodes; i++)
@@ -816,7 +1015,12 @@ void raft_cluster_free(struct raft_cluster *c)
 	sim_set_after_step(c->sim, NULL, NULL);
 	for (size_t i = 0; i < c->o.n_nodes; i++) {
 		struct node *nd = &c->nodes[i];
-		raft_free(nd->r);
+		if (c->o.store_backend) {
+			st_crash(nd);
+			store_memenv_free(nd->env);
+		} else {
+			raft_free(nd->r);
+		}
 		disk_free(&nd->disk);
 		buf_free(&nd->staging);
 		buf_free(&nd->pending_blob);
@@ -828,6 +1032,7 @@ void raft_cluster_free(struct raft_cluster *c)
 	mem_free(c->seen);
 	mem_free(c->reads);
 	mem_free(c->nodes);
+	buf_free(&c->scratch);
 	mem_free(c);
 }
 
@@ -977,10 +1182,33 @@ size_t raft_cluster_n_applied(const struct raft_cluster *c, uint64_t index,
 		*data = NULL;
 	if (len)
 		*len = 0;
+	struct raft_cluster *mc = (struct raft_cluster *)c; /* scratch */
 	for (size_t i = 0; i < c->o.n_nodes; i++) {
 		const struct node *nd = &c->nodes[i];
-		if (nd->disk.applied < index)
+		if (node_applied(nd) < index)
 			continue;
+		if (c->o.store_backend) {
+			uint8_t key[8];
+			put_u64be(key, index);
+			/* The first answer is kept in scratch; later ones
+			 * only need to exist (the cluster checks they are the
+			 * same command). */
+			struct buf tmp;
+			buf_init(&tmp);
+			bool first = data && !*data;
+			int rc = store_get(nd->store, STORE_CF_DATA, key,
+					   sizeof(key),
+					   first ? &mc->scratch : &tmp);
+			buf_free(&tmp);
+			if (rc != STATUS_OK)
+				continue;
+			if (first) {
+				*data = mc->scratch.data;
+				*len = mc->scratch.len;
+			}
+			n++;
+			continue;
+		}
 		const struct fsm_cmd *f = fsm_find(&nd->disk, index);
 		if (!f)
 			continue;
@@ -1014,7 +1242,7 @@ static bool applied_enough(void *arg)
 	}
 	size_t n = 0;
 	for (size_t i = 0; i < w->c->o.n_nodes; i++)
-		if (w->c->nodes[i].r && w->c->nodes[i].disk.applied >= w->index)
+		if (w->c->nodes[i].r && node_applied(&w->c->nodes[i]) >= w->index)
 			n++;
 	return n >= w->n;
 }

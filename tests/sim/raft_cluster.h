@@ -19,6 +19,15 @@
  * index sees everything committed before it was asked. The first
  * violation is kept in raft_cluster_failure() and stops the run helpers.
  *
+ * With `store_backend`, a node is instead the production shell
+ * (common/raft/replica.h) over a RocksDB store on an in-memory Env: its
+ * log, hard state, snapshots and state machine (one key per applied
+ * command in the data column family) go through common/raft/storage.c,
+ * and a crash closes the store and reopens it. The in-memory Env keeps
+ * unsynced writes across a close, so this mode tests the storage code
+ * under faults, not the loss of unsynced writes (the disk model does
+ * that). Log matching is checked in the disk-model mode only.
+ *
  * Node ids are 1..n; the simulator's message type is enum raft_msg_type.
  */
 #ifndef SKV_TESTS_SIM_RAFT_CLUSTER_H
@@ -44,6 +53,8 @@ struct raft_cluster_opts {
 	uint32_t append_entries_max;
 	uint64_t election_timeout_ms_min;
 	uint64_t election_timeout_ms_max;
+	/* Nodes are replicas over RocksDB (see above). */
+	bool store_backend;
 };
 
 /* Adds nodes 1..n to `sim` and starts them. The cluster borrows `sim`

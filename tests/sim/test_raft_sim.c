@@ -61,6 +61,10 @@ static void t_fail(struct t *t, const char *fmt, ...)
 		}                                                         \
 	} while (0)
 
+/* Set by the *_store scenarios: nodes run the production replica over
+ * RocksDB (in-memory Env) instead of the disk model. */
+static bool use_store;
+
 static void cluster(struct t *t, size_t n, uint64_t snapshot_every)
 {
 	struct raft_cluster_opts o = {
@@ -68,6 +72,7 @@ static void cluster(struct t *t, size_t n, uint64_t snapshot_every)
 		.snapshot_every = snapshot_every,
 		/* Small chunks, so every snapshot goes in several. */
 		.snapshot_chunk_bytes_max = snapshot_every ? 256 : 0,
+		.store_backend = use_store,
 	};
 	t->c = raft_cluster_new(t->sim, &o);
 	cr_assert(t->c != NULL);
@@ -952,4 +957,30 @@ SCENARIO(election_crashes, 50)
 	for (uint32_t id = 1; id <= n; id++)
 		raft_cluster_restart(t->c, id);
 	CHECK(one(t, value(t), n, true), "no final agreement");
+}
+
+/* ---- the same faults through the production storage path ---- */
+
+SCENARIO(persist2_store, 10)
+{
+	use_store = true;
+	sc_persist2(t);
+}
+
+SCENARIO(figure8_store, 5)
+{
+	use_store = true;
+	sc_figure8(t);
+}
+
+SCENARIO(snapshot_install_crash_store, 10)
+{
+	use_store = true;
+	snapshot_install(t, false, true);
+}
+
+SCENARIO(churn_snapshots_store, 10)
+{
+	use_store = true;
+	churn(t, true, SNAP_EVERY);
 }
