@@ -908,8 +908,12 @@ static void handle_append_req(struct raft *r,
 
 	uint64_t prev = m->prev_log_index;
 	for (size_t k = 0; k < m->n_entries; k++) {
-		if (m->entries[k]->index != prev + 1 + k ||
-		    m->entries[k]->term > m->term) {
+		const Skv__Entry *e = m->entries[k];
+		uint64_t before = k ? m->entries[k - 1]->term : m->prev_log_term;
+		if (e->index != prev + 1 + k || e->term > m->term ||
+		    e->term < before || e->term == 0 ||
+		    (e->type != SKV__ENTRY_TYPE__ENTRY_NORMAL &&
+		     e->type != SKV__ENTRY_TYPE__ENTRY_NOOP)) {
 			/* Malformed; refuse it like a mismatch. */
 			reply_append(r, m, false, 0, 0, last_index(r) + 1);
 			return;
@@ -931,7 +935,7 @@ static void handle_append_req(struct raft *r,
 	} else if (term_at(r, prev) != m->prev_log_term) {
 		uint64_t t = term_at(r, prev);
 		uint64_t i = prev;
-		while (i - 1 > r->snapshot_index && term_at(r, i - 1) == t)
+		while (i > r->snapshot_index + 1 && term_at(r, i - 1) == t)
 			i--;
 		reply_append(r, m, false, 0, t, i);
 		return;
@@ -1074,11 +1078,22 @@ static void handle_snapshot_reply(struct raft *r, struct progress *pr,
 		maybe_send(r, pr);
 		return;
 	}
+	/* A reply about the chunk still outstanding (a refusal of a
+	 * duplicate, a duplicated reply): the heartbeat resends if it is
+	 * lost. Answering it too would multiply copies once chunks take
+	 * longer than a heartbeat. */
+	if (m->last_index == pr->snap_index && m->offset == pr->snap_offset)
+		return;
 	/* The next chunk starts where the follower is; its index tells
 	 * which snapshot it is receiving (the driver may have a newer one
-	 * than the core asked for). */
+	 * than the core asked for). One we can no longer describe (we
+	 * compacted past it) starts over with our current snapshot. */
 	pr->snap_index = m->last_index;
 	pr->snap_offset = m->offset;
+	if (term_at(r, pr->snap_index) == 0) {
+		pr->snap_index = r->snapshot_index;
+		pr->snap_offset = 0;
+	}
 	send_snapshot(r, pr);
 }
 
@@ -1089,28 +1104,42 @@ int raft_step(struct raft *r, uint64_t now_ms, const ProtobufCMessage *pm)
 	const ProtobufCMessageDescriptor *d = pm->descriptor;
 	uint32_t from, to;
 	uint64_t term;
-	/* Every message type starts with from, to, term. */
+	/* Every message type starts with from, to, term. Indexes, terms
+	 * and offsets past RAFT_NUMBER_MAX come only from a broken peer;
+	 * refusing them keeps every `+ 1` below from wrapping. */
+	uint64_t big = 0;
 	if (d == &skv__request_vote_request__descriptor) {
 		const Skv__RequestVoteRequest *m = (const void *)pm;
 		from = m->from, to = m->to, term = m->term;
+		big = m->last_log_index | m->last_log_term;
 	} else if (d == &skv__request_vote_reply__descriptor) {
 		const Skv__RequestVoteReply *m = (const void *)pm;
 		from = m->from, to = m->to, term = m->term;
 	} else if (d == &skv__append_entries_request__descriptor) {
 		const Skv__AppendEntriesRequest *m = (const void *)pm;
 		from = m->from, to = m->to, term = m->term;
+		big = m->prev_log_index | m->prev_log_term | m->leader_commit |
+		      m->read_ctx;
+		for (size_t k = 0; k < m->n_entries; k++)
+			big |= m->entries[k]->index | m->entries[k]->term;
 	} else if (d == &skv__append_entries_reply__descriptor) {
 		const Skv__AppendEntriesReply *m = (const void *)pm;
 		from = m->from, to = m->to, term = m->term;
+		big = m->match_index | m->conflict_term | m->conflict_index |
+		      m->read_ctx | m->reject_index;
 	} else if (d == &skv__install_snapshot_request__descriptor) {
 		const Skv__InstallSnapshotRequest *m = (const void *)pm;
 		from = m->from, to = m->to, term = m->term;
+		big = m->last_index | m->last_term | m->offset | m->size_bytes;
 	} else if (d == &skv__install_snapshot_reply__descriptor) {
 		const Skv__InstallSnapshotReply *m = (const void *)pm;
 		from = m->from, to = m->to, term = m->term;
+		big = m->last_index | m->offset;
 	} else {
 		return STATUS_INVALID_ARGUMENT;
 	}
+	if ((big | term) > RAFT_NUMBER_MAX)
+		return STATUS_INVALID_ARGUMENT;
 	int pos = node_pos(r, from);
 	if (to != r->cfg.id || pos < 0 || from == r->cfg.id)
 		return STATUS_INVALID_ARGUMENT;

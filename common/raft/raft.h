@@ -56,6 +56,9 @@
 #include "proto/raft.pb-c.h"
 
 #define RAFT_MAX_NODES 15
+/* No index, term, offset or size in a message may exceed this (2^62 - 1;
+ * a log would need centuries to get there): raft_step refuses it. */
+#define RAFT_NUMBER_MAX ((UINT64_C(1) << 62) - 1)
 
 enum raft_role {
 	RAFT_FOLLOWER,
@@ -238,8 +241,11 @@ void raft_tick(struct raft *r, uint64_t now_ms);
 uint64_t raft_next_tick_ms(const struct raft *r);
 
 /* A message arrived (borrowed). STATUS_OK, or INVALID_ARGUMENT for a
- * message of an unknown type, not addressed to this node or from a node
- * outside the group (dropped). */
+ * message of an unknown type, not addressed to this node, from a node
+ * outside the group or with a number past RAFT_NUMBER_MAX (dropped).
+ * Every request accepted with STATUS_OK gets exactly one reply, in the
+ * next raft_ready's messages (unless memory ran out for it: it is then
+ * lost, as the network could have lost it). */
 int raft_step(struct raft *r, uint64_t now_ms, const ProtobufCMessage *m);
 
 /* Leader only: appends `data` as a new entry (copied). STATUS_OK with
