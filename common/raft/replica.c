@@ -159,15 +159,18 @@ void raft_replica_stats(const struct raft_replica *rep,
 /*
  * Fills an InstallSnapshot request with the chunk the core asks for, from
  * the snapshot of the store (durable: messages go out after the write).
- * If that snapshot is not the one the core expects, the chunk carries our
- * own index and term from offset 0, so the follower starts over on it.
- * False when the message cannot be filled (it is then not sent; the core
- * asks again).
+ * If that snapshot is not the one the core expects, or has no byte at the
+ * offset asked for, the chunk carries our own index and term from offset
+ * 0, so the follower starts over on it. A term of 0 means the core has
+ * compacted its log past the snapshot being sent, which is then of no use
+ * to the follower: a newer one is needed. False when the message cannot
+ * be filled (it is then not sent; the core asks again).
  */
 static bool fill_snapshot_chunk(struct raft_replica *rep, struct raft_msg *m)
 {
 	size_t cap = m->snap.chunk_bytes_max ? m->snap.chunk_bytes_max
 					     : CHUNK_BYTES_DEFAULT;
+	uint64_t min_index = m->snap.last_index + (m->snap.last_term == 0);
 	uint64_t index, term, total;
 	size_t len;
 	int rc;
@@ -181,16 +184,17 @@ static bool fill_snapshot_chunk(struct raft_replica *rep, struct raft_msg *m)
 		rep->chunk = p;
 		rep->chunk_cap = cap;
 	}
-	rc = raft_storage_snapshot_read(rep->st, m->snap.last_index,
-					m->snap.offset, rep->chunk, cap, &len,
-					&index, &term, &total);
-	if (rc == STATUS_OK &&
-	    (index != m->snap.last_index || term != m->snap.last_term) &&
-	    m->snap.offset != 0) {
+	rc = raft_storage_snapshot_read(rep->st, min_index, m->snap.offset,
+					rep->chunk, cap, &len, &index, &term,
+					&total);
+	if (m->snap.offset != 0 &&
+	    (rc == STATUS_INVALID_ARGUMENT ||
+	     (rc == STATUS_OK && (index != m->snap.last_index ||
+				  term != m->snap.last_term)))) {
+		/* The stream just read (cached), from its start. */
 		m->snap.offset = 0;
-		rc = raft_storage_snapshot_read(rep->st, index, 0, rep->chunk,
-						cap, &len, &index, &term,
-						&total);
+		rc = raft_storage_snapshot_read(rep->st, 0, 0, rep->chunk, cap,
+						&len, &index, &term, &total);
 	}
 	if (rc) {
 		log_warn(MOD, "snapshot chunk for %u: %s", m->to,

@@ -594,8 +594,11 @@ int raft_storage_snapshot_read(struct raft_storage *st, uint64_t min_index,
 			       uint64_t *last_term, uint64_t *total)
 {
 	*len = 0;
-	if (!st->out_valid || st->out_index < min_index ||
-	    (offset == 0 && st->out_index < st->applied_index)) {
+	/* Not rebuilt merely because the applied index moved on: another
+	 * follower may be halfway through this stream, and replacing it
+	 * would restart that transfer (two catching up under steady writes
+	 * would restart each other forever). */
+	if (!st->out_valid || st->out_index < min_index) {
 		int rc = build_snapshot(st);
 		if (rc)
 			return rc;

@@ -120,10 +120,11 @@ uint64_t raft_storage_snapshot_index(const struct raft_storage *st);
  * Copies up to `cap` bytes of the snapshot stream at `offset` into `buf`
  * (*len set; 0 at the end). The stream is built from the store's current
  * data+meta (which must be durable: call after the write) and cached; it
- * is rebuilt when there is none, when `offset` is 0 and the store's
- * applied index has moved past the cached one, or when the cached one is
- * older than `min_index` (the snapshot the core asks for). *last_index /
- * *last_term describe the stream, *total is its size in bytes.
+ * is rebuilt only when there is none or the cached one is older than
+ * `min_index` (the snapshot the core asks for), never just because the
+ * applied index moved on: every transfer in progress shares the cached
+ * stream, and a rebuild restarts them all. *last_index / *last_term
+ * describe the stream, *total is its size in bytes.
  * STATUS_OK; INVALID_ARGUMENT (offset beyond the end); NO_MEMORY; a store
  * error.
  */

@@ -1,8 +1,10 @@
 /* The replica shell (common/raft/replica) without a network: three
  * replicas in one thread on RocksDB's in-memory env, messages passed
  * through a queue on a virtual clock. Restart without replay, catch-up by
- * snapshot after compaction, reads that wait for the applied index, and a
- * corrupt snapshot that must stop the replica without writing. */
+ * snapshot after compaction, reads that wait for the applied index, a
+ * corrupt snapshot that must stop the replica without writing, and
+ * transfers that must start over (the leader compacted past the snapshot,
+ * or is asked for bytes its snapshot does not have). */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,4 +465,77 @@ Test(raft_replica, corrupt_snapshot_stops_the_replica_and_writes_nothing)
 	expect_same_state();
 	buf_free(&before);
 	buf_free(&after);
+}
+
+/* A lagging follower comes back and the leader starts streaming it a
+ * snapshot; returns once part of it is staged (the leader in *lp). */
+static struct rnode *catch_up_halfway(struct rnode **lp)
+{
+	open_all();
+	for (int i = 0; i < N; i++)
+		raft_replica_set_compaction(nodes[i].rep, 2000);
+	struct rnode *l = leader();
+	struct rnode *f = &nodes[l == &nodes[2] ? 1 : 2];
+	node_crash(f);
+	for (int round = 0; round < 10; round++) {
+		propose(l, 30, 100);
+		settle();
+	}
+	node_open(f);
+	struct raft_storage *fst = raft_replica_storage(f->rep);
+	for (int k = 0; k < 1000 && raft_storage_snapshot_staged(fst) < 3000;
+	     k++)
+		steps(1);
+	cr_assert_geq(raft_storage_snapshot_staged(fst), 3000);
+	cr_assert_eq(f->fsm.restores, 0, "the transfer should be halfway");
+	*lp = l;
+	return f;
+}
+
+Test(raft_replica, compaction_during_a_transfer_restarts_it_with_a_newer_one)
+{
+	struct rnode *l;
+	struct rnode *f = catch_up_halfway(&l);
+	struct raft *r = raft_replica_raft(l->rep);
+	uint64_t snap = raft_snapshot_index(r);
+
+	/* The leader applies more and compacts past the snapshot it is
+	 * sending: that one is of no use to the follower any more. */
+	for (int k = 0; k < 1000 && raft_snapshot_index(r) == snap; k++) {
+		propose(l, 5, 100);
+		steps(1);
+	}
+	cr_assert_gt(raft_snapshot_index(r), snap);
+	cr_assert_eq(f->fsm.restores, 0, "the transfer should be halfway");
+	settle();
+	cr_assert_geq(f->fsm.restores, 1);
+	cr_assert_eq(f->fsm.count, l->fsm.count);
+	expect_same_state();
+}
+
+Test(raft_replica, chunk_asked_beyond_the_snapshot_restarts_the_transfer)
+{
+	struct rnode *l;
+	struct rnode *f = catch_up_halfway(&l);
+	struct raft *r = raft_replica_raft(l->rep);
+
+	/* The follower goes away mid-transfer and a reply (of a broken
+	 * follower, or about a longer stream the leader no longer has) asks
+	 * for bytes past the end of the leader's snapshot. */
+	node_crash(f);
+	Skv__InstallSnapshotReply rep = SKV__INSTALL_SNAPSHOT_REPLY__INIT;
+	rep.from = f->cfg.id;
+	rep.to = l->cfg.id;
+	rep.term = raft_term(r);
+	rep.last_index = raft_replica_applied_index(l->rep); /* what it sends */
+	rep.offset = (uint64_t)1 << 30;
+	cr_assert_eq(raft_step(r, now, &rep.base), STATUS_OK);
+	steps(2); /* what was in flight is lost */
+
+	/* Back, it is sent the snapshot from the start and catches up. */
+	node_open(f);
+	settle();
+	cr_assert_geq(f->fsm.restores, 1);
+	cr_assert_eq(f->fsm.count, 300);
+	expect_same_state();
 }

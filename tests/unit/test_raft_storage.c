@@ -819,8 +819,15 @@ Test(raft_storage, outgoing_snapshot_is_cached_and_rebuilt_when_stale)
 		     STATUS_OK);
 	cr_assert_eq(i, 42);
 	cr_assert_eq(total2, total);
-	/* ...a new one from offset 0 gets the newer state. */
+	/* ...and so does a new one from offset 0 (rebuilding would restart
+	 * the one in progress)... */
 	cr_assert_eq(raft_storage_snapshot_read(sa, 42, 0, buf, sizeof(buf),
+						&len, &i, &t, &total2),
+		     STATUS_OK);
+	cr_assert_eq(i, 42);
+	cr_assert_eq(total2, total);
+	/* ...unless the core needs a newer one (it compacted past 42). */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 43, 0, buf, sizeof(buf),
 						&len, &i, &t, &total2),
 		     STATUS_OK);
 	cr_assert_eq(i, 43);
@@ -838,4 +845,74 @@ Test(raft_storage, outgoing_snapshot_is_cached_and_rebuilt_when_stale)
 	raft_storage_snapshot_drop_cache(sa);
 	raft_storage_free(sa);
 	store_close(a);
+}
+
+/* Two followers catching up at once while the leader applies more: one
+ * starting its transfer must not replace the stream the other is halfway
+ * through (each would restart the other, forever, under steady writes). */
+Test(raft_storage, a_new_transfer_does_not_restart_one_in_progress)
+{
+	struct store *a = open_store("/leader");
+	struct store *fa = open_store("/fa"), *fb = open_store("/fb");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	struct raft_storage *sfa = open_storage(fa, &boot);
+	struct raft_storage *sfb = open_storage(fb, &boot);
+	uint8_t buf[512];
+	uint64_t off_a = 0, off_b = 0, total_a = 0, total_b = 0, next = 43;
+	uint64_t index_a = 0, index_b = 0;
+	bool a_done = false, b_done = false;
+
+	fill_app_state(a, sa);
+	/* A starts; then, chunk by chunk and with an entry applied between
+	 * any two reads, B starts and both go on. */
+	for (int k = 0; k < 10000 && !(a_done && b_done); k++) {
+		bool is_a = !a_done && (k % 2 == 0 || b_done);
+		struct raft_storage *to = is_a ? sfa : sfb;
+		uint64_t *off = is_a ? &off_a : &off_b;
+		uint64_t *total = is_a ? &total_a : &total_b;
+		uint64_t *index = is_a ? &index_a : &index_b;
+		size_t len;
+		uint64_t i, t;
+		cr_assert_eq(raft_storage_snapshot_read(sa, 42, *off, buf,
+							sizeof(buf), &len, &i,
+							&t, total),
+			     STATUS_OK, "%s", raft_storage_errmsg(sa));
+		/* Another snapshot mid-transfer: the replica would have to
+		 * start over. */
+		if (*off == 0)
+			*index = i;
+		cr_assert_eq(i, *index,
+			     "the transfer of %s was restarted (snapshot %llu "
+			     "at offset %llu)",
+			     is_a ? "A" : "B", (unsigned long long)i,
+			     (unsigned long long)*off);
+		struct raft_snapshot_chunk c = {i, t, *off, buf, len, *total,
+						*off + len == *total};
+		cr_assert_eq(raft_storage_snapshot_stage(to, &c), STATUS_OK);
+		*off += len;
+		if (*off == *total)
+			*(is_a ? &a_done : &b_done) = true;
+		char key[16];
+		snprintf(key, sizeof(key), "k%llu", (unsigned long long)next);
+		put_kv(a, STORE_CF_DATA, key, strlen(key), "v");
+		set_applied(a, sa, next++, 7);
+	}
+	cr_assert(a_done && b_done);
+	for (int f = 0; f < 2; f++) {
+		struct store *s = f ? fb : fa;
+		struct raft_storage *st = f ? sfb : sfa;
+		struct store_batch *batch = store_batch_new(s);
+		uint64_t ii = 0;
+		cr_assert_eq(raft_storage_snapshot_install(st, batch, &ii, NULL),
+			     STATUS_OK, "%s", raft_storage_errmsg(st));
+		cr_assert_eq(ii, f ? index_b : index_a);
+		store_batch_free(batch);
+	}
+	raft_storage_free(sa);
+	raft_storage_free(sfa);
+	raft_storage_free(sfb);
+	store_close(a);
+	store_close(fa);
+	store_close(fb);
 }
