@@ -44,6 +44,7 @@ struct incoming {
 	struct rpc_call *call;
 	ProtobufCMessage *msg;	/* until stepped */
 	struct incoming *next;	/* in its FIFO once held */
+	uint64_t ready_seq;	/* readies handled before it was stepped */
 };
 
 struct fifo {
@@ -61,6 +62,12 @@ struct raft_node {
 	struct rpc_client *client;
 	struct raft_replica *rep;
 	struct raft *raft;
+	/* What reopening the replica needs (after a corrupt snapshot). */
+	struct raft_config config;
+	struct store *store;
+	struct raft_fsm_ops fsm;
+	void *fsm_ctx;
+	size_t compaction_log_bytes_max;
 	uint32_t ids[RAFT_MAX_NODES];
 	char *addrs[RAFT_MAX_NODES];
 	size_t n_nodes;
@@ -136,6 +143,7 @@ static void incoming_run(struct loop_event *ev)
 	in->msg = NULL;
 	struct fifo *f = &n->held[peer][in->req];
 	in->next = NULL;
+	in->ready_seq = n->readies_seen;
 	if (f->tail)
 		f->tail->next = in;
 	else
@@ -177,6 +185,28 @@ static void on_request(void *ctx, struct rpc_call *call, ProtobufCMessage *req)
 	n->outstanding++;
 	loop_post(n->loop, &in->ev);
 	pthread_mutex_unlock(&n->mu);
+}
+
+/* The core answers a request in the very next ready (raft.h): a call
+ * stepped before the ready just handled and still held lost its reply
+ * (the core ran out of memory for it). Fail it, so later replies do not
+ * land on the wrong calls. */
+static void fail_unanswered(struct raft_node *n, uint64_t readies)
+{
+	for (size_t p = 0; p < n->n_nodes; p++) {
+		for (int t = 0; t < REQ_COUNT_; t++) {
+			struct fifo *f = &n->held[p][t];
+			while (f->head && f->head->ready_seq < readies) {
+				struct incoming *in = f->head;
+				f->head = in->next;
+				rpc_call_fail(in->call, STATUS_UNAVAILABLE,
+					      "raft reply lost");
+				mem_free(in);
+			}
+			if (!f->head)
+				f->tail = NULL;
+		}
+	}
 }
 
 static void fail_held(struct raft_node *n)
@@ -339,6 +369,34 @@ static void on_stop(struct loop_event *ev)
 	done_one(n);
 }
 
+/*
+ * A snapshot received from a peer failed its checks: bad input, not a
+ * reason to exit. Nothing of that ready was written or sent; the core
+ * already counted the snapshot installed, so it is rebuilt from storage
+ * (which still lacks it) and the leader sends it again. The state
+ * machine reloads from the store too (replica.h).
+ */
+static void reopen(struct raft_node *n)
+{
+	char err[256];
+	uint32_t id = raft_id(n->raft);
+	log_error(MOD, "node %u: %s; reloading from storage", id,
+		  raft_replica_errmsg(n->rep));
+	fail_held(n);
+	raft_replica_free(n->rep);
+	n->rep = NULL;
+	n->raft = NULL;
+	if (raft_replica_open(&n->config, n->store, &n->fsm, n->fsm_ctx,
+			      now_ms(n), &n->rep, err, sizeof(err)))
+		log_fatal(MOD, "node %u: cannot reopen: %s", id, err);
+	n->raft = raft_replica_raft(n->rep);
+	raft_replica_set_compaction(n->rep, n->compaction_log_bytes_max);
+	n->readies_seen = 0;
+	if (n->fsm.restore)
+		n->fsm.restore(n->fsm_ctx, raft_replica_applied_index(n->rep));
+	arm_tick(n);
+}
+
 void raft_node_turn(struct raft_node *n)
 {
 	struct raft_replica_stats s;
@@ -346,10 +404,16 @@ void raft_node_turn(struct raft_node *n)
 	if (n->stopped)
 		return;
 	int rc = raft_replica_process(n->rep, now_ms(n), send_msg, n);
+	if (rc == STATUS_CORRUPTION) {
+		reopen(n);
+		return;
+	}
 	if (rc != STATUS_OK)
 		log_fatal(MOD, "node %u: %s: %s", raft_id(n->raft),
 			  status_name(rc), raft_replica_errmsg(n->rep));
 	raft_replica_stats(n->rep, &s);
+	if (s.readies != n->readies_seen)
+		fail_unanswered(n, s.readies);
 	/* A ready was handled: the core may hold more (entries beyond one
 	 * ready's apply limit, a compaction just started). Come back next
 	 * turn rather than run a second write in this one. */
@@ -428,6 +492,11 @@ int raft_node_new(const struct raft_node_opts *o, struct raft_node **out,
 		goto err_after_addrs;
 	n->raft = raft_replica_raft(n->rep);
 	raft_replica_set_compaction(n->rep, o->compaction_log_bytes_max);
+	n->config = o->config;
+	n->store = o->store;
+	n->fsm = *o->fsm;
+	n->fsm_ctx = o->fsm_ctx;
+	n->compaction_log_bytes_max = o->compaction_log_bytes_max;
 
 	for (int t = 0; t < REQ_COUNT_; t++) {
 		enum raft_msg_type type = req_types[t];

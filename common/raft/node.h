@@ -20,7 +20,10 @@
  *
  * Invariant: everything but raft_node_new, raft_node_stop and
  * raft_node_free runs on the loop thread. A storage error is fatal for
- * the process (log_fatal): the replica cannot continue on a guess.
+ * the process (log_fatal): the replica cannot continue on a guess. A
+ * snapshot from a peer that fails its checks is bad input, not a storage
+ * error: held calls are failed, the replica is rebuilt from the store,
+ * the state machine reloaded (fsm restore) and the leader sends again.
  *
  * Life cycle:
  *     raft_node_new        before rpc_server_start and loop_run

@@ -713,3 +713,65 @@ Test(raft_node, new_refuses_bad_options)
 	loop_free(l);
 	store_close(s);
 }
+
+static void snapshot_done(void *arg, int status, const char *errmsg,
+			  ProtobufCMessage *reply)
+{
+	struct vote_result *v = arg;
+	pthread_mutex_lock(&mu);
+	v->status = status;
+	v->has_reply = reply != NULL;
+	v->done = true;
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&mu);
+	codec_free(reply);
+}
+
+/* A peer sends a whole snapshot that fails its checksum: bad input. The
+ * node must neither exit nor install it, and must keep answering. */
+Test(raft_node, survives_a_corrupt_snapshot)
+{
+	node_start(&nodes[0]);
+	struct rpc_client *c = rpc_client_new(NULL);
+	cr_assert_not_null(c);
+
+	uint8_t junk[100];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 7 + 3);
+	Skv__InstallSnapshotRequest q = SKV__INSTALL_SNAPSHOT_REQUEST__INIT;
+	q.from = 2;
+	q.to = nodes[0].id;
+	q.term = 3;
+	q.last_index = 50;
+	q.last_term = 3;
+	q.offset = 0;
+	q.data.data = junk;
+	q.data.len = sizeof(junk);
+	q.size_bytes = sizeof(junk);
+	q.done = true;
+	struct vote_result v = {0};
+	cr_assert_eq(rpc_client_call(c, addrs[0], "/skv.Raft/InstallSnapshot",
+				     &q.base,
+				     &skv__install_snapshot_reply__descriptor,
+				     DEADLINE_MS, snapshot_done, &v),
+		     STATUS_OK);
+	pthread_mutex_lock(&mu);
+	bool ok = wait_until_locked(vote_finished, &v, DEADLINE_MS + 5000);
+	pthread_mutex_unlock(&mu);
+	cr_assert(ok, "InstallSnapshot never finished");
+	cr_assert_neq(v.status, STATUS_OK, "a corrupt snapshot was accepted");
+
+	/* Still alive, still in term 3 (durable before the snapshot), and
+	 * nothing of the snapshot applied. */
+	struct vote_result r = request_vote(c, 3, 4);
+	cr_assert_eq(r.status, STATUS_OK, "%s", status_name(r.status));
+	cr_assert(r.has_reply);
+	cr_assert_eq(r.term, 4);
+	pthread_mutex_lock(&mu);
+	uint64_t applied = nodes[0].fsm.applied;
+	pthread_mutex_unlock(&mu);
+	cr_assert_eq(applied, 0, "the corrupt snapshot was applied");
+
+	rpc_client_free(c);
+	node_stop(&nodes[0]);
+}
