@@ -570,9 +570,15 @@ Test(rpc, deadline_against_handler_that_never_answers)
 		uint64_t t0 = monotime_now_ms();
 		cr_assert_eq(rv_sync(c, sv.addr, i, 1000, &r), STATUS_TIMEOUT,
 			     "%s: %s", status_name(r.status), r.errmsg);
+		/* No lower bound: gRPC turns a deadline into a time point
+		 * from a clock it caches per execution context, which lags
+		 * under load, so by our clock a deadline may end a call some
+		 * milliseconds early (988 ms seen with 3 suites at once).
+		 * That the handler holds both calls (below) shows the
+		 * deadline, not a refusal, ended them. */
 		uint64_t took = r.done_ms - t0;
-		cr_assert(took >= 990 && took <= 1000 + SLACK_MS,
-			  "took %llu ms", (unsigned long long)took);
+		cr_assert_leq(took, 1000 + SLACK_MS, "took %llu ms",
+			      (unsigned long long)took);
 	}
 	cr_assert(waiter_wait(&sv.handled, 2, SLACK_MS));
 	/* An answer to a call whose caller gave up goes nowhere, harmlessly. */
