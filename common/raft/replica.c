@@ -11,8 +11,8 @@
 
 #define MOD "replica"
 #define CHUNK_BYTES_DEFAULT ((size_t)1 << 20)
-/* An outgoing snapshot nobody asked a chunk of for this long is freed. */
-#define SNAPSHOT_CACHE_IDLE_MS 30000
+/* A snapshot transfer nobody asked a chunk of for this long is dropped. */
+#define SNAPSHOT_IDLE_MS 30000
 
 struct waiting_read {
 	uint64_t id;
@@ -33,7 +33,11 @@ struct raft_replica {
 
 	uint8_t *chunk; /* outgoing snapshot chunk */
 	size_t chunk_cap;
-	uint64_t snapshot_sent_ms; /* last chunk sent */
+	struct {
+		bool used;
+		uint32_t peer;
+		uint64_t sent_ms; /* last chunk asked for */
+	} xfers[RAFT_MAX_NODES]; /* the storage's outgoing transfers */
 
 	struct waiting_read *reads; /* decided OK, index > applied */
 	size_t n_reads, cap_reads;
@@ -158,7 +162,8 @@ void raft_replica_stats(const struct raft_replica *rep,
 
 /*
  * Fills an InstallSnapshot request with the chunk the core asks for, from
- * the snapshot of the store (durable: messages go out after the write).
+ * the storage's transfer to m->to (a snapshot of the store, durable:
+ * messages go out after the write).
  * If that snapshot is not the one the core expects, or has no byte at the
  * offset asked for, the chunk carries our own index and term from offset
  * 0, so the follower starts over on it. A term of 0 means the core has
@@ -184,17 +189,22 @@ static bool fill_snapshot_chunk(struct raft_replica *rep, struct raft_msg *m)
 		rep->chunk = p;
 		rep->chunk_cap = cap;
 	}
-	rc = raft_storage_snapshot_read(rep->st, min_index, m->snap.offset,
-					rep->chunk, cap, &len, &index, &term,
-					&total);
+	/* Compacted past: the chunk will be offset 0 of a newer snapshot;
+	 * do not have the storage re-encode up to the old offset first. */
+	if (m->snap.last_term == 0)
+		m->snap.offset = 0;
+	rc = raft_storage_snapshot_read(rep->st, m->to, min_index,
+					m->snap.offset, rep->chunk, cap, &len,
+					&index, &term, &total);
 	if (m->snap.offset != 0 &&
 	    (rc == STATUS_INVALID_ARGUMENT ||
 	     (rc == STATUS_OK && (index != m->snap.last_index ||
 				  term != m->snap.last_term)))) {
-		/* The stream just read (cached), from its start. */
+		/* The stream of this peer's transfer, from its start. */
 		m->snap.offset = 0;
-		rc = raft_storage_snapshot_read(rep->st, 0, 0, rep->chunk, cap,
-						&len, &index, &term, &total);
+		rc = raft_storage_snapshot_read(rep->st, m->to, 0, 0,
+						rep->chunk, cap, &len, &index,
+						&term, &total);
 	}
 	if (rc) {
 		log_warn(MOD, "snapshot chunk for %u: %s", m->to,
@@ -207,6 +217,44 @@ static bool fill_snapshot_chunk(struct raft_replica *rep, struct raft_msg *m)
 	}
 	rep->stats.snapshot_bytes_sent += len;
 	return true;
+}
+
+/* Notes that a chunk for `peer` was asked for at `now_ms`. */
+static void xfer_touch(struct raft_replica *rep, uint32_t peer,
+		       uint64_t now_ms)
+{
+	size_t slot = RAFT_MAX_NODES;
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++) {
+		if (rep->xfers[i].used && rep->xfers[i].peer == peer) {
+			slot = i;
+			break;
+		}
+		if (slot == RAFT_MAX_NODES && !rep->xfers[i].used)
+			slot = i;
+	}
+	if (slot == RAFT_MAX_NODES) {
+		/* More peers than a group has: forget the stalest. */
+		slot = 0;
+		for (size_t i = 1; i < RAFT_MAX_NODES; i++)
+			if (rep->xfers[i].sent_ms < rep->xfers[slot].sent_ms)
+				slot = i;
+		raft_storage_snapshot_drop(rep->st, rep->xfers[slot].peer);
+	}
+	rep->xfers[slot].used = true;
+	rep->xfers[slot].peer = peer;
+	rep->xfers[slot].sent_ms = now_ms;
+}
+
+/* Drops the transfers no chunk was asked for in SNAPSHOT_IDLE_MS. */
+static void xfers_expire(struct raft_replica *rep, uint64_t now_ms)
+{
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++) {
+		if (!rep->xfers[i].used ||
+		    now_ms <= rep->xfers[i].sent_ms + SNAPSHOT_IDLE_MS)
+			continue;
+		raft_storage_snapshot_drop(rep->st, rep->xfers[i].peer);
+		rep->xfers[i].used = false;
+	}
 }
 
 static void read_finish(struct raft_replica *rep, uint64_t id, int status)
@@ -299,9 +347,7 @@ int raft_replica_process(struct raft_replica *rep, uint64_t now_ms,
 	uint64_t installed_index = 0;
 	int rc;
 
-	if (raft_storage_snapshot_cached_bytes(rep->st) &&
-	    now_ms > rep->snapshot_sent_ms + SNAPSHOT_CACHE_IDLE_MS)
-		raft_storage_snapshot_drop_cache(rep->st);
+	xfers_expire(rep, now_ms);
 	if (!raft_ready(rep->raft, &rd))
 		return STATUS_OK;
 	rep->stats.readies++;
@@ -338,7 +384,7 @@ int raft_replica_process(struct raft_replica *rep, uint64_t now_ms,
 	for (size_t i = 0; i < rd.n_msgs; i++) {
 		struct raft_msg *m = &rd.msgs[i];
 		if (m->type == RAFT_MSG_SNAPSHOT_REQ) {
-			rep->snapshot_sent_ms = now_ms;
+			xfer_touch(rep, m->to, now_ms);
 			if (!fill_snapshot_chunk(rep, m))
 				continue;
 		}

@@ -26,8 +26,9 @@
  *      reads answered (read_done);
  *   5. raft_advance, then automatic log compaction if configured.
  *
- * Memory: a leader keeps the snapshot it streams (data+meta serialized,
- * see storage.h) until no chunk of it was asked for in 30 s of `now_ms`.
+ * Memory: a leader keeps one snapshot transfer per follower it streams to
+ * (a RocksDB snapshot, a cursor and the last chunk: O(chunk size), see
+ * storage.h) until no chunk of it was asked for in 30 s of `now_ms`.
  *
  * Invariant: nothing leaves (send) before the write holding everything the
  * ready asked to persist is durable. Between raft_ready and raft_advance no
@@ -125,7 +126,8 @@ void raft_replica_set_compaction(struct raft_replica *rep,
 
 /*
  * Handles one raft_ready if the core has one (see the header comment).
- * `now_ms` is the caller's clock (the core's), for cache expiry only.
+ * `now_ms` is the caller's clock (the core's), for dropping idle snapshot
+ * transfers only.
  * STATUS_OK (also when there was nothing to do); STATUS_IO (the store
  * write failed), CORRUPTION (a received snapshot fails its checks),
  * NO_MEMORY or another store error: then nothing of this ready was

@@ -27,6 +27,43 @@
 #define SNAP_END_TAG 0
 #define SNAP_TRAILER_LEN (1 + 4) /* end tag + CRC32C */
 
+/*
+ * A transfer encodes the stream on demand from a RocksDB snapshot, one
+ * "unit" (the header, one record, the trailer) at a time. A record is
+ * emitted straight from the iterator positioned on it (its key and value
+ * stay valid until the iterator moves), so the cursor copies nothing but
+ * the 9 bytes of framing; the only buffer is the copy of the last chunk
+ * served.
+ */
+enum xfer_phase {
+	XFER_HEADER,  /* unit: the header, in `unit` */
+	XFER_RECORDS, /* unit: the record under `it`, framing in `unit` */
+	XFER_TRAILER, /* unit: end tag + CRC32C, in `unit` */
+	XFER_END,     /* every byte emitted */
+};
+
+struct snap_xfer {
+	bool used;
+	uint32_t peer;
+	uint64_t last_use; /* st->xfer_clock at its last read (eviction) */
+	struct store_snapshot *snap;
+	uint64_t index, term, total;
+
+	/* Cursor: bytes [0, offset) emitted, crc is their CRC32C. */
+	enum xfer_phase phase;
+	enum store_cf cf;      /* XFER_RECORDS */
+	struct store_iter *it; /* XFER_RECORDS: on the current record */
+	uint8_t unit[SNAP_HEADER_LEN];
+	size_t unit_pos; /* bytes of the current unit emitted */
+	uint64_t offset;
+	uint32_t crc;
+
+	/* The last chunk served, for a retransmit of its offset. */
+	struct buf last;
+	uint64_t last_offset;
+	bool has_last;
+};
+
 struct raft_storage {
 	struct store *store; /* borrowed */
 	char errmsg[256];
@@ -40,10 +77,9 @@ struct raft_storage {
 	uint64_t snap_index, snap_term;
 	uint64_t applied_index, applied_term;
 
-	/* Outgoing snapshot stream (leader side), built on demand. */
-	struct buf out;
-	bool out_valid;
-	uint64_t out_index, out_term;
+	/* Outgoing snapshot transfers (leader side), one per follower. */
+	struct snap_xfer xfers[RAFT_MAX_NODES];
+	uint64_t xfer_clock; /* counts reads, for eviction */
 
 	/* Incoming snapshot stream (follower side). */
 	struct buf staged;
@@ -52,6 +88,8 @@ struct raft_storage {
 
 	struct buf scratch; /* packing one record */
 };
+
+static void xfer_release(struct raft_storage *st, struct snap_xfer *x);
 
 static int fail(struct raft_storage *st, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -296,7 +334,6 @@ int raft_storage_open(struct store *store, struct raft_storage **out,
 		return STATUS_NO_MEMORY;
 	}
 	st->store = store;
-	buf_init(&st->out);
 	buf_init(&st->staged);
 	buf_init(&st->scratch);
 
@@ -378,7 +415,9 @@ void raft_storage_free(struct raft_storage *st)
 	if (!st)
 		return;
 	raft_storage_boot_release(st);
-	buf_free(&st->out);
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
+		if (st->xfers[i].used)
+			xfer_release(st, &st->xfers[i]);
 	buf_free(&st->staged);
 	buf_free(&st->scratch);
 	mem_free(st);
@@ -480,45 +519,183 @@ void raft_storage_set_applied(struct raft_storage *st, struct store_batch *b,
 	st->applied_term = term;
 }
 
-/* ---- leader side: building the stream ---- */
+/* ---- leader side: streaming the snapshot ---- */
 
-static int append_record(struct buf *out, uint8_t cf, const void *k,
-			 size_t klen, const void *v, size_t vlen)
+static void xfer_release(struct raft_storage *st, struct snap_xfer *x)
 {
-	if (klen > UINT32_MAX || vlen > UINT32_MAX)
-		return STATUS_TOO_LARGE;
-	if (buf_reserve(out, 1 + 4 + klen + 4 + vlen))
-		return STATUS_NO_MEMORY;
-	uint8_t *p = out->data + out->len;
-	*p++ = cf;
-	put_u32be(p, (uint32_t)klen);
-	p += 4;
-	memcpy(p, k, klen);
-	p += klen;
-	put_u32be(p, (uint32_t)vlen);
-	p += 4;
-	memcpy(p, v, vlen);
-	out->len += 1 + 4 + klen + 4 + vlen;
+	store_iter_free(x->it);
+	store_snapshot_free(st->store, x->snap);
+	buf_free(&x->last);
+	memset(x, 0, sizeof(*x));
+}
+
+struct seg {
+	const uint8_t *p;
+	size_t n;
+};
+
+/* The bytes of the current unit, as up to 4 segments. */
+static size_t unit_segs(const struct snap_xfer *x, struct seg s[4])
+{
+	size_t klen, vlen;
+	const void *k, *v;
+
+	switch (x->phase) {
+	case XFER_HEADER:
+		s[0] = (struct seg){x->unit, SNAP_HEADER_LEN};
+		return 1;
+	case XFER_RECORDS:
+		k = store_iter_key(x->it, &klen);
+		v = store_iter_value(x->it, &vlen);
+		s[0] = (struct seg){x->unit, 5};
+		s[1] = (struct seg){k, klen};
+		s[2] = (struct seg){x->unit + 5, 4};
+		s[3] = (struct seg){v, vlen};
+		return 4;
+	case XFER_TRAILER:
+		s[0] = (struct seg){x->unit, SNAP_TRAILER_LEN};
+		return 1;
+	case XFER_END:
+		break;
+	}
+	return 0;
+}
+
+/* Positions the cursor on the first record at or after the iterator (in
+ * this CF or the next), or on the trailer after the last one. */
+static int xfer_settle(struct raft_storage *st, struct snap_xfer *x)
+{
+	for (;;) {
+		if (store_iter_valid(x->it)) {
+			size_t klen, vlen;
+			store_iter_key(x->it, &klen);
+			store_iter_value(x->it, &vlen);
+			/* The sizing pass read the same snapshot. */
+			if (klen > UINT32_MAX || vlen > UINT32_MAX)
+				return fail(st, STATUS_TOO_LARGE,
+					    "raft storage: snapshot record: %s",
+					    status_str(STATUS_TOO_LARGE));
+			x->unit[0] = (uint8_t)x->cf;
+			put_u32be(x->unit + 1, (uint32_t)klen);
+			put_u32be(x->unit + 5, (uint32_t)vlen);
+			return STATUS_OK;
+		}
+		int rc = store_iter_status(x->it);
+		if (rc)
+			return fail_store(st, rc, "reading the snapshot");
+		store_iter_free(x->it);
+		x->it = NULL;
+		if (x->cf == STORE_CF_META)
+			break;
+		x->cf = STORE_CF_META;
+		x->it = store_iter_new(st->store, x->cf, NULL, 0, x->snap);
+		if (!x->it)
+			return fail_store(st, STATUS_NO_MEMORY,
+					  "snapshot iterator");
+	}
+	/* The end tag is covered by the CRC that follows it. */
+	x->phase = XFER_TRAILER;
+	x->unit[0] = SNAP_END_TAG;
+	put_u32be(x->unit + 1, raft_storage_crc32c(x->crc, x->unit, 1));
 	return STATUS_OK;
 }
 
-static int build_cf(struct raft_storage *st, struct store_snapshot *snap,
-		    enum store_cf cf)
+/* Moves the cursor to the unit after the one just emitted. */
+static int xfer_next_unit(struct raft_storage *st, struct snap_xfer *x)
 {
-	struct store_iter *it = store_iter_new(st->store, cf, NULL, 0, snap);
-	int rc = STATUS_OK;
+	x->unit_pos = 0;
+	switch (x->phase) {
+	case XFER_HEADER:
+		x->phase = XFER_RECORDS;
+		x->cf = STORE_CF_DATA;
+		x->it = store_iter_new(st->store, x->cf, NULL, 0, x->snap);
+		if (!x->it)
+			return fail_store(st, STATUS_NO_MEMORY,
+					  "snapshot iterator");
+		return xfer_settle(st, x);
+	case XFER_RECORDS:
+		store_iter_next(x->it);
+		return xfer_settle(st, x);
+	case XFER_TRAILER:
+	case XFER_END:
+		x->phase = XFER_END;
+		break;
+	}
+	return STATUS_OK;
+}
+
+/* Puts the cursor back at offset 0 of the same snapshot. */
+static void xfer_rewind(struct snap_xfer *x)
+{
+	store_iter_free(x->it);
+	x->it = NULL;
+	x->phase = XFER_HEADER;
+	x->unit_pos = 0;
+	x->offset = 0;
+	x->crc = 0;
+	memcpy(x->unit, SNAP_MAGIC, SNAP_MAGIC_LEN);
+	put_u32be(x->unit + SNAP_MAGIC_LEN, SNAP_VERSION);
+	put_u64be(x->unit + SNAP_MAGIC_LEN + 4, x->index);
+	put_u64be(x->unit + SNAP_MAGIC_LEN + 12, x->term);
+}
+
+/* Emits the next `n` bytes of the stream (fewer at its end) into `dst`,
+ * or only accounts for them with dst NULL; *done says how many. */
+static int xfer_emit(struct raft_storage *st, struct snap_xfer *x,
+		     uint8_t *dst, uint64_t n, uint64_t *done)
+{
+	*done = 0;
+	while (*done < n && x->phase != XFER_END) {
+		struct seg s[4];
+		size_t ns = unit_segs(x, s), ulen = 0, skip = x->unit_pos;
+		for (size_t i = 0; i < ns; i++)
+			ulen += s[i].n;
+		for (size_t i = 0; i < ns && *done < n; i++) {
+			if (skip >= s[i].n) {
+				skip -= s[i].n;
+				continue;
+			}
+			uint64_t take = s[i].n - skip;
+			if (take > n - *done)
+				take = n - *done;
+			if (dst)
+				memcpy(dst + *done, s[i].p + skip, (size_t)take);
+			x->crc = raft_storage_crc32c(x->crc, s[i].p + skip,
+						     (size_t)take);
+			x->unit_pos += (size_t)take;
+			x->offset += take;
+			*done += take;
+			skip = 0;
+		}
+		if (x->unit_pos == ulen) {
+			int rc = xfer_next_unit(st, x);
+			if (rc)
+				return rc;
+		}
+	}
+	return STATUS_OK;
+}
+
+/* Sums the size of every record of `cf` at the transfer's snapshot. */
+static int xfer_size_cf(struct raft_storage *st, struct snap_xfer *x,
+			enum store_cf cf)
+{
+	struct store_iter *it = store_iter_new(st->store, cf, NULL, 0,
+					       x->snap);
+	int rc;
 	if (!it)
 		return fail_store(st, STATUS_NO_MEMORY, "snapshot iterator");
 	for (; store_iter_valid(it); store_iter_next(it)) {
 		size_t klen, vlen;
-		const void *k = store_iter_key(it, &klen);
-		const void *v = store_iter_value(it, &vlen);
-		rc = append_record(&st->out, (uint8_t)cf, k, klen, v, vlen);
-		if (rc) {
-			fail(st, rc, "raft storage: snapshot record: %s",
-			     status_str(rc));
+		store_iter_key(it, &klen);
+		store_iter_value(it, &vlen);
+		if (klen > UINT32_MAX || vlen > UINT32_MAX) {
+			rc = fail(st, STATUS_TOO_LARGE,
+				  "raft storage: snapshot record: %s",
+				  status_str(STATUS_TOO_LARGE));
 			goto done;
 		}
+		x->total += 1 + 4 + (uint64_t)klen + 4 + (uint64_t)vlen;
 	}
 	rc = store_iter_status(it);
 	if (rc)
@@ -528,22 +705,41 @@ done:
 	return rc;
 }
 
-static int build_snapshot(struct raft_storage *st)
+static struct snap_xfer *xfer_find(struct raft_storage *st, uint32_t peer)
 {
-	uint8_t hdr[SNAP_HEADER_LEN], trailer[SNAP_TRAILER_LEN];
-	uint64_t index = 0, term = 0;
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
+		if (st->xfers[i].used && st->xfers[i].peer == peer)
+			return &st->xfers[i];
+	return NULL;
+}
+
+/* Starts a transfer to `peer` at a new RocksDB snapshot of the current
+ * state, in a free slot (or the least recently read one's). */
+static int xfer_start(struct raft_storage *st, uint32_t peer,
+		      struct snap_xfer **out)
+{
+	struct snap_xfer *x = NULL;
 	int rc;
 
-	st->out_valid = false;
-	buf_reset(&st->out);
-	struct store_snapshot *snap = store_snapshot_new(st->store);
-	if (!snap)
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++) {
+		struct snap_xfer *c = &st->xfers[i];
+		if (!c->used) {
+			x = c;
+			break;
+		}
+		if (!x || c->last_use < x->last_use)
+			x = c;
+	}
+	if (x->used)
+		xfer_release(st, x);
+	x->snap = store_snapshot_new(st->store);
+	if (!x->snap)
 		return fail_store(st, STATUS_NO_MEMORY, "snapshot");
-	rc = store_get_at(st->store, snap, STORE_CF_META, APPLIED_KEY,
+	rc = store_get_at(st->store, x->snap, STORE_CF_META, APPLIED_KEY,
 			  APPLIED_KEY_LEN, &st->scratch);
 	if (rc == STATUS_OK && st->scratch.len == APPLIED_VAL_LEN) {
-		index = get_u64be(st->scratch.data);
-		term = get_u64be(st->scratch.data + 8);
+		x->index = get_u64be(st->scratch.data);
+		x->term = get_u64be(st->scratch.data + 8);
 	} else if (rc == STATUS_OK) {
 		rc = fail(st, STATUS_CORRUPTION,
 			  "raft storage: applied index record has %zu bytes",
@@ -553,82 +749,112 @@ static int build_snapshot(struct raft_storage *st)
 		rc = fail_store(st, rc, "applied index");
 		goto err_after_snap;
 	}
-
-	memcpy(hdr, SNAP_MAGIC, SNAP_MAGIC_LEN);
-	put_u32be(hdr + SNAP_MAGIC_LEN, SNAP_VERSION);
-	put_u64be(hdr + SNAP_MAGIC_LEN + 4, index);
-	put_u64be(hdr + SNAP_MAGIC_LEN + 12, term);
-	if (buf_append(&st->out, hdr, sizeof(hdr))) {
-		rc = fail(st, STATUS_NO_MEMORY, "raft storage: out of memory");
-		goto err_after_snap;
-	}
-	rc = build_cf(st, snap, STORE_CF_DATA);
+	x->total = SNAP_HEADER_LEN + SNAP_TRAILER_LEN;
+	rc = xfer_size_cf(st, x, STORE_CF_DATA);
 	if (rc)
 		goto err_after_snap;
-	rc = build_cf(st, snap, STORE_CF_META);
+	rc = xfer_size_cf(st, x, STORE_CF_META);
 	if (rc)
 		goto err_after_snap;
-	trailer[0] = SNAP_END_TAG;
-	uint32_t crc = raft_storage_crc32c(0, st->out.data, st->out.len);
-	crc = raft_storage_crc32c(crc, trailer, 1);
-	put_u32be(trailer + 1, crc);
-	if (buf_append(&st->out, trailer, sizeof(trailer))) {
-		rc = fail(st, STATUS_NO_MEMORY, "raft storage: out of memory");
-		goto err_after_snap;
-	}
-	store_snapshot_free(st->store, snap);
-	st->out_valid = true;
-	st->out_index = index;
-	st->out_term = term;
+	x->used = true;
+	x->peer = peer;
+	buf_init(&x->last);
+	xfer_rewind(x);
+	*out = x;
 	return STATUS_OK;
 
 err_after_snap:
-	store_snapshot_free(st->store, snap);
-	buf_free(&st->out);
+	xfer_release(st, x);
 	return rc;
 }
 
-int raft_storage_snapshot_read(struct raft_storage *st, uint64_t min_index,
-			       uint64_t offset, void *buf, size_t cap,
-			       size_t *len, uint64_t *last_index,
+int raft_storage_snapshot_read(struct raft_storage *st, uint32_t peer,
+			       uint64_t min_index, uint64_t offset, void *buf,
+			       size_t cap, size_t *len, uint64_t *last_index,
 			       uint64_t *last_term, uint64_t *total)
 {
+	struct snap_xfer *x = xfer_find(st, peer);
+	uint64_t n;
+	int rc;
+
 	*len = 0;
-	/* Not rebuilt merely because the applied index moved on: another
-	 * follower may be halfway through this stream, and replacing it
-	 * would restart that transfer (two catching up under steady writes
-	 * would restart each other forever). */
-	if (!st->out_valid || st->out_index < min_index) {
-		int rc = build_snapshot(st);
+	/* Never replaced merely because the applied index moved on: the
+	 * follower would have to start over, and under steady writes would
+	 * never finish. */
+	if (x && x->index < min_index) {
+		xfer_release(st, x);
+		x = NULL;
+	}
+	if (!x) {
+		rc = xfer_start(st, peer, &x);
 		if (rc)
 			return rc;
 	}
-	if (offset > st->out.len)
+	x->last_use = ++st->xfer_clock;
+	if (offset > x->total)
 		return fail(st, STATUS_INVALID_ARGUMENT,
 			    "raft storage: snapshot offset %llu beyond its "
-			    "%zu bytes",
-			    (unsigned long long)offset, st->out.len);
-	size_t n = st->out.len - (size_t)offset;
-	if (n > cap)
-		n = cap;
-	if (n)
-		memcpy(buf, st->out.data + offset, n);
-	*len = n;
-	*last_index = st->out_index;
-	*last_term = st->out_term;
-	*total = st->out.len;
+			    "%llu bytes",
+			    (unsigned long long)offset,
+			    (unsigned long long)x->total);
+	if (offset != x->offset && x->has_last && offset == x->last_offset) {
+		/* A retransmit: the chunk just served. */
+		n = x->last.len < cap ? x->last.len : cap;
+		if (n)
+			memcpy(buf, x->last.data, (size_t)n);
+		goto done;
+	}
+	if (offset != x->offset) {
+		/* Anywhere else (a follower that restarted): re-encode from
+		 * the start of the same snapshot, or on from the cursor. */
+		if (offset < x->offset)
+			xfer_rewind(x);
+		rc = xfer_emit(st, x, NULL, offset - x->offset, &n);
+		if (rc)
+			goto err_after_xfer;
+		assert(x->offset == offset);
+	}
+	rc = xfer_emit(st, x, buf, cap, &n);
+	if (rc)
+		goto err_after_xfer;
+	/* Without the copy a retransmit is re-encoded: still correct. */
+	x->has_last = buf_set(&x->last, buf, (size_t)n) == 0;
+	x->last_offset = offset;
+done:
+	*len = (size_t)n;
+	*last_index = x->index;
+	*last_term = x->term;
+	*total = x->total;
 	return STATUS_OK;
+
+err_after_xfer:
+	/* The cursor is lost mid-record: the next read starts over. */
+	xfer_release(st, x);
+	return rc;
 }
 
-void raft_storage_snapshot_drop_cache(struct raft_storage *st)
+void raft_storage_snapshot_drop(struct raft_storage *st, uint32_t peer)
 {
-	buf_free(&st->out);
-	st->out_valid = false;
+	struct snap_xfer *x = xfer_find(st, peer);
+	if (x)
+		xfer_release(st, x);
 }
 
-size_t raft_storage_snapshot_cached_bytes(const struct raft_storage *st)
+size_t raft_storage_snapshot_transfers(const struct raft_storage *st)
 {
-	return st->out_valid ? st->out.len : 0;
+	size_t n = 0;
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
+		n += st->xfers[i].used;
+	return n;
+}
+
+size_t raft_storage_snapshot_held_bytes(const struct raft_storage *st)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
+		if (st->xfers[i].used)
+			n += sizeof(st->xfers[i]) + st->xfers[i].last.cap;
+	return n;
 }
 
 /* ---- follower side ---- */

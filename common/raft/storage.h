@@ -27,15 +27,23 @@
  *   trailer u32 CRC32C of everything before it
  * All integers big-endian. Installing replaces all of `data` and `meta`.
  *
- * Memory: a leader materializes the whole stream in memory once per
- * applied index it sends (cached until a newer one is needed); a follower
- * stages the received stream in memory until it is complete. Each costs
- * the size of data+meta plus 9 bytes per key, so a group's state must fit
- * in memory about twice over while a snapshot is in transit.
+ * Memory: a leader streams. Each follower it sends to has one transfer
+ * (at most RAFT_MAX_NODES): a RocksDB snapshot, an iterator positioned on
+ * the next record, and a copy of the last chunk served (for a
+ * retransmit). A record is encoded straight from the iterator, so a
+ * transfer holds O(chunk size) bytes of heap whatever the size of the
+ * state. Starting one costs a pass over data+meta to size the stream; a
+ * follower asking for an offset behind the last chunk served costs
+ * re-encoding the stream up to it. The RocksDB snapshot pins the versions
+ * it reads, so keys overwritten or deleted since keep their space
+ * (memtables, table files) until the transfer is dropped. A follower
+ * stages the received stream in memory until it is complete: the size of
+ * data+meta plus 9 bytes per key.
  *
- * What it owns: a `struct raft_storage` owns its caches, the staged
- * snapshot and the entries of the boot state it loaded; it borrows the
- * store, which must outlive it.
+ * What it owns: a `struct raft_storage` owns its outgoing transfers
+ * (their RocksDB snapshots and iterators: free the storage before closing
+ * the store), the staged snapshot and the entries of the boot state it
+ * loaded; it borrows the store, which must outlive it.
  *
  * Invariant: the in-memory picture (last stored index, compaction point,
  * applied index) assumes every batch the storage filled is written. If a
@@ -118,25 +126,40 @@ uint64_t raft_storage_snapshot_index(const struct raft_storage *st);
 
 /*
  * Copies up to `cap` bytes of the snapshot stream at `offset` into `buf`
- * (*len set; 0 at the end). The stream is built from the store's current
- * data+meta (which must be durable: call after the write) and cached; it
- * is rebuilt only when there is none or the cached one is older than
- * `min_index` (the snapshot the core asks for), never just because the
- * applied index moved on: every transfer in progress shares the cached
- * stream, and a rebuild restarts them all. *last_index / *last_term
- * describe the stream, *total is its size in bytes.
- * STATUS_OK; INVALID_ARGUMENT (offset beyond the end); NO_MEMORY; a store
- * error.
+ * (*len set; 0 at the end) for the transfer to follower `peer`. The store's
+ * data+meta must be durable (call after the write).
+ *
+ * A transfer starts when `peer` has none, or when its snapshot is older
+ * than `min_index` (the snapshot the core asks for): it reads a new RocksDB
+ * snapshot of the current state. It is never replaced merely because the
+ * applied index moved on, nor by another peer's transfer: a follower
+ * halfway through would have to start over (two catching up under steady
+ * writes would restart each other forever). With RAFT_MAX_NODES transfers
+ * in progress, a new peer's replaces the least recently read one.
+ *
+ * Within a transfer: the offset where the last read ended continues the
+ * stream; the offset of the last read serves the same bytes again; any
+ * other offset is re-encoded from the same snapshot (from its start when
+ * going back), so every read of one transfer sees one stream.
+ * *last_index / *last_term describe the stream, *total is its size.
+ * STATUS_OK; INVALID_ARGUMENT (offset beyond the end; the transfer stays
+ * and can be read from 0); TOO_LARGE (a key or value over 4 GiB);
+ * CORRUPTION (the applied-index record); NO_MEMORY; a store error. After
+ * an error other than INVALID_ARGUMENT the peer's transfer is dropped.
  */
-int raft_storage_snapshot_read(struct raft_storage *st, uint64_t min_index,
-			       uint64_t offset, void *buf, size_t cap,
-			       size_t *len, uint64_t *last_index,
+int raft_storage_snapshot_read(struct raft_storage *st, uint32_t peer,
+			       uint64_t min_index, uint64_t offset, void *buf,
+			       size_t cap, size_t *len, uint64_t *last_index,
 			       uint64_t *last_term, uint64_t *total);
 
-/* Drops the cached outgoing snapshot (frees its memory). */
-void raft_storage_snapshot_drop_cache(struct raft_storage *st);
-/* Bytes held by the cached outgoing snapshot (0 = none). */
-size_t raft_storage_snapshot_cached_bytes(const struct raft_storage *st);
+/* Ends the transfer to `peer` (frees its memory and RocksDB snapshot);
+ * none is a no-op. The next read for `peer` starts a new one. */
+void raft_storage_snapshot_drop(struct raft_storage *st, uint32_t peer);
+/* Transfers in progress. */
+size_t raft_storage_snapshot_transfers(const struct raft_storage *st);
+/* Bytes held for the transfers in progress (their cursors and saved last
+ * chunks; not RocksDB's pinned versions); 0 = none. */
+size_t raft_storage_snapshot_held_bytes(const struct raft_storage *st);
 
 /* ---- follower side: staging and installing a received snapshot ---- */
 

@@ -2,9 +2,10 @@
  * replicas in one thread on RocksDB's in-memory env, messages passed
  * through a queue on a virtual clock. Restart without replay, catch-up by
  * snapshot after compaction, reads that wait for the applied index, a
- * corrupt snapshot that must stop the replica without writing, and
+ * corrupt snapshot that must stop the replica without writing,
  * transfers that must start over (the leader compacted past the snapshot,
- * or is asked for bytes its snapshot does not have). */
+ * or is asked for bytes its snapshot does not have), and idle transfers
+ * that must be dropped. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -538,4 +539,41 @@ Test(raft_replica, chunk_asked_beyond_the_snapshot_restarts_the_transfer)
 	cr_assert_geq(f->fsm.restores, 1);
 	cr_assert_eq(f->fsm.count, 300);
 	expect_same_state();
+}
+
+Test(raft_replica, idle_snapshot_transfers_are_dropped)
+{
+	open_all();
+	for (int i = 0; i < N; i++)
+		raft_replica_set_compaction(nodes[i].rep, 2000);
+	struct rnode *l = leader();
+	struct rnode *f = &nodes[l == &nodes[2] ? 1 : 2];
+	node_crash(f);
+	for (int round = 0; round < 10; round++) {
+		propose(l, 30, 100);
+		settle();
+	}
+	node_open(f);
+	settle();
+	cr_assert_geq(f->fsm.restores, 1);
+
+	/* The leader streamed tens of KB holding one chunk's worth. */
+	struct raft_storage *st = raft_replica_storage(l->rep);
+	struct raft_replica_stats s;
+	raft_replica_stats(l->rep, &s);
+	cr_assert_gt(s.snapshot_bytes_sent, 30000);
+	cr_assert_eq(raft_storage_snapshot_transfers(st), 1);
+	size_t held = raft_storage_snapshot_held_bytes(st);
+	cr_assert_gt(held, 0);
+	cr_assert_leq(held, 2 * 1000 + 1024, "%zu bytes held", held);
+
+	/* Kept while it may still be asked for, dropped after 30 s idle
+	 * (no tick: only the replica's clock moves). */
+	cr_assert_eq(raft_replica_process(l->rep, now + 20000, q_send, NULL),
+		     STATUS_OK);
+	cr_assert_eq(raft_storage_snapshot_transfers(st), 1);
+	cr_assert_eq(raft_replica_process(l->rep, now + 31000, q_send, NULL),
+		     STATUS_OK);
+	cr_assert_eq(raft_storage_snapshot_transfers(st), 0);
+	cr_assert_eq(raft_storage_snapshot_held_bytes(st), 0);
 }

@@ -539,8 +539,9 @@ static void transfer(struct raft_storage *from, struct raft_storage *to,
 	do {
 		size_t len;
 		uint64_t i, t;
-		int rc = raft_storage_snapshot_read(from, 0, off, buf, chunk,
-						    &len, &i, &t, &total);
+		int rc = raft_storage_snapshot_read(from, 2, 0, off, buf,
+						    chunk, &len, &i, &t,
+						    &total);
 		cr_assert_eq(rc, STATUS_OK, "%s", raft_storage_errmsg(from));
 		struct raft_snapshot_chunk c = {
 			.last_index = i,
@@ -716,8 +717,8 @@ Test(raft_storage, corrupt_snapshot_is_rejected_and_nothing_is_written)
 		uint64_t off = 0;
 		do {
 			cr_assert_eq(raft_storage_snapshot_read(
-					     sa, 0, off, buf, sizeof(buf), &len,
-					     &i, &t, &total),
+					     sa, 2, 0, off, buf, sizeof(buf),
+					     &len, &i, &t, &total),
 				     STATUS_OK);
 			if (off == 0)
 				buf[pos] ^= 0x10;
@@ -796,7 +797,7 @@ Test(raft_storage, staging_refuses_chunks_out_of_order)
 	store_close(b);
 }
 
-Test(raft_storage, outgoing_snapshot_is_cached_and_rebuilt_when_stale)
+Test(raft_storage, a_transfer_keeps_its_snapshot_until_it_is_stale)
 {
 	struct store *a = open_store("/leader");
 	struct raft_boot boot;
@@ -806,43 +807,72 @@ Test(raft_storage, outgoing_snapshot_is_cached_and_rebuilt_when_stale)
 	uint64_t i, t, total, total2;
 
 	fill_app_state(a, sa);
-	cr_assert_eq(raft_storage_snapshot_read(sa, 0, 0, buf, sizeof(buf),
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, 0, buf, sizeof(buf),
 						&len, &i, &t, &total),
 		     STATUS_OK);
 	cr_assert_eq(i, 42);
 	cr_assert_eq(len, sizeof(buf));
-	/* State moves on: a transfer in progress keeps its stream... */
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), 1);
+	/* State moves on: the transfer in progress keeps its snapshot... */
 	put_kv(a, STORE_CF_DATA, "new", 3, "key");
 	set_applied(a, sa, 43, 7);
-	cr_assert_eq(raft_storage_snapshot_read(sa, 42, 64, buf, sizeof(buf),
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 42, 64, buf,
+						sizeof(buf), &len, &i, &t,
+						&total2),
+		     STATUS_OK);
+	cr_assert_eq(i, 42);
+	cr_assert_eq(total2, total);
+	/* ...also when its follower starts over from offset 0... */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 42, 0, buf, sizeof(buf),
 						&len, &i, &t, &total2),
 		     STATUS_OK);
 	cr_assert_eq(i, 42);
 	cr_assert_eq(total2, total);
-	/* ...and so does a new one from offset 0 (rebuilding would restart
-	 * the one in progress)... */
-	cr_assert_eq(raft_storage_snapshot_read(sa, 42, 0, buf, sizeof(buf),
-						&len, &i, &t, &total2),
-		     STATUS_OK);
-	cr_assert_eq(i, 42);
-	cr_assert_eq(total2, total);
-	/* ...unless the core needs a newer one (it compacted past 42). */
-	cr_assert_eq(raft_storage_snapshot_read(sa, 43, 0, buf, sizeof(buf),
+	/* ...while another follower's new transfer reads the current
+	 * state... */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 3, 42, 0, buf, sizeof(buf),
 						&len, &i, &t, &total2),
 		     STATUS_OK);
 	cr_assert_eq(i, 43);
 	cr_assert_gt(total2, total);
-	/* The end: 0 bytes; past it: refused. */
-	cr_assert_eq(raft_storage_snapshot_read(sa, 0, total2, buf,
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), 2);
+	/* ...and so does the first once the core needs a newer one (it
+	 * compacted past 42). */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 43, 0, buf, sizeof(buf),
+						&len, &i, &t, &total2),
+		     STATUS_OK);
+	cr_assert_eq(i, 43);
+	cr_assert_gt(total2, total);
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), 2);
+	/* The end: 0 bytes; past it: refused, and the transfer can still be
+	 * read from its start. */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, total2, buf,
 						sizeof(buf), &len, &i, &t,
 						&total2),
 		     STATUS_OK);
 	cr_assert_eq(len, 0);
-	cr_assert_eq(raft_storage_snapshot_read(sa, 0, total2 + 1, buf,
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, total2 + 1, buf,
 						sizeof(buf), &len, &i, &t,
 						&total2),
 		     STATUS_INVALID_ARGUMENT);
-	raft_storage_snapshot_drop_cache(sa);
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, 0, buf, sizeof(buf),
+						&len, &i, &t, &total2),
+		     STATUS_OK);
+	cr_assert_eq(i, 43);
+	cr_assert_eq(len, sizeof(buf));
+	/* Dropped, a transfer frees everything; the other stays. */
+	cr_assert_gt(raft_storage_snapshot_held_bytes(sa), 0);
+	raft_storage_snapshot_drop(sa, 2);
+	raft_storage_snapshot_drop(sa, 2);
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), 1);
+	raft_storage_snapshot_drop(sa, 3);
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), 0);
+	cr_assert_eq(raft_storage_snapshot_held_bytes(sa), 0);
+	/* Freeing the storage releases transfers in progress (their RocksDB
+	 * snapshots must be gone before store_close). */
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, 0, buf, sizeof(buf),
+						&len, &i, &t, &total2),
+		     STATUS_OK);
 	raft_storage_free(sa);
 	store_close(a);
 }
@@ -868,15 +898,16 @@ Test(raft_storage, a_new_transfer_does_not_restart_one_in_progress)
 	 * any two reads, B starts and both go on. */
 	for (int k = 0; k < 10000 && !(a_done && b_done); k++) {
 		bool is_a = !a_done && (k % 2 == 0 || b_done);
+		uint32_t peer = is_a ? 2 : 3;
 		struct raft_storage *to = is_a ? sfa : sfb;
 		uint64_t *off = is_a ? &off_a : &off_b;
 		uint64_t *total = is_a ? &total_a : &total_b;
 		uint64_t *index = is_a ? &index_a : &index_b;
 		size_t len;
 		uint64_t i, t;
-		cr_assert_eq(raft_storage_snapshot_read(sa, 42, *off, buf,
-							sizeof(buf), &len, &i,
-							&t, total),
+		cr_assert_eq(raft_storage_snapshot_read(sa, peer, 42, *off,
+							buf, sizeof(buf), &len,
+							&i, &t, total),
 			     STATUS_OK, "%s", raft_storage_errmsg(sa));
 		/* Another snapshot mid-transfer: the replica would have to
 		 * start over. */
@@ -915,4 +946,221 @@ Test(raft_storage, a_new_transfer_does_not_restart_one_in_progress)
 	store_close(a);
 	store_close(fa);
 	store_close(fb);
+}
+
+/* ---- the streamed snapshot is the simple one, byte for byte ---- */
+
+/* The stream built the simple way: one walk of the store's current
+ * data+meta, everything in memory (storage.h, Snapshot stream). */
+static void reference_stream(struct store *s, struct buf *out)
+{
+	struct buf v;
+	uint64_t index = 0, term = 0;
+
+	buf_init(&v);
+	buf_reset(out);
+	int rc = store_get(s, STORE_CF_META, "\0raft/applied", 13, &v);
+	cr_assert(rc == STATUS_OK || rc == STATUS_NOT_FOUND);
+	if (rc == STATUS_OK) {
+		cr_assert_eq(v.len, 16);
+		index = get_u64be(v.data);
+		term = get_u64be(v.data + 8);
+	}
+	buf_free(&v);
+	buf_append(out, "SKVSNAP", 8);
+	buf_append_u32be(out, 1);
+	buf_append_u64be(out, index);
+	buf_append_u64be(out, term);
+	for (enum store_cf cf = STORE_CF_DATA; cf <= STORE_CF_META; cf++) {
+		struct store_iter *it = store_iter_new(s, cf, NULL, 0, NULL);
+		cr_assert_not_null(it);
+		for (; store_iter_valid(it); store_iter_next(it)) {
+			size_t kl, vl;
+			const void *k = store_iter_key(it, &kl);
+			const void *val = store_iter_value(it, &vl);
+			uint8_t tag = (uint8_t)cf;
+			buf_append(out, &tag, 1);
+			buf_append_u32be(out, (uint32_t)kl);
+			buf_append(out, k, kl);
+			buf_append_u32be(out, (uint32_t)vl);
+			buf_append(out, val, vl);
+		}
+		cr_assert_eq(store_iter_status(it), STATUS_OK);
+		store_iter_free(it);
+	}
+	buf_append(out, "", 1);
+	cr_assert_eq(buf_append_u32be(out, raft_storage_crc32c(0, out->data,
+							       out->len)),
+		     STATUS_OK);
+}
+
+/* Reads one chunk of `peer`'s transfer at `off` into out[off..), checking
+ * it against what the transfer must be; returns its length. */
+static size_t read_chunk(struct raft_storage *st, uint32_t peer,
+			 uint64_t off, size_t chunk, const struct buf *ref,
+			 uint64_t index, uint8_t *out)
+{
+	size_t len;
+	uint64_t i, t, total;
+	int rc = raft_storage_snapshot_read(st, peer, 0, off, out + off, chunk,
+					    &len, &i, &t, &total);
+	cr_assert_eq(rc, STATUS_OK, "%s", raft_storage_errmsg(st));
+	cr_assert_eq(i, index);
+	cr_assert_eq(total, ref->len);
+	cr_assert_eq(len, ref->len - off < chunk ? ref->len - off : chunk,
+		     "chunk of %zu at %llu: %zu bytes", chunk,
+		     (unsigned long long)off, len);
+	cr_assert(memcmp(out + off, ref->data + off, len) == 0,
+		  "chunk of %zu at %llu differs from the reference", chunk,
+		  (unsigned long long)off);
+	return len;
+}
+
+/* Streams `peer`'s whole transfer in chunks of `chunk` bytes, asking for
+ * some chunks twice (a lost reply) and, once halfway, going back to an
+ * earlier offset (a follower that restarted); the bytes must be `ref`. */
+static void stream_and_compare(struct raft_storage *st, uint32_t peer,
+			       size_t chunk, const struct buf *ref,
+			       uint64_t index)
+{
+	/* Room for a whole chunk at any offset, past the end included. */
+	uint8_t *got = calloc(1, ref->len + chunk);
+	uint64_t off = 0, back_to = UINT64_MAX;
+	int n = 0;
+	cr_assert_not_null(got);
+	while (off < ref->len) {
+		size_t len = read_chunk(st, peer, off, chunk, ref, index, got);
+		if (n++ % 3 == 1) /* the same offset again */
+			cr_assert_eq(read_chunk(st, peer, off, chunk, ref,
+						index, got),
+				     len);
+		if (back_to == UINT64_MAX && off + len >= ref->len / 2) {
+			back_to = off / 3;
+			off = back_to;
+			continue;
+		}
+		off += len;
+	}
+	cr_assert_eq(read_chunk(st, peer, ref->len, chunk, ref, index, got), 0);
+	cr_assert(memcmp(got, ref->data, ref->len) == 0);
+	/* The state a transfer keeps does not grow with the stream. */
+	size_t held = raft_storage_snapshot_held_bytes(st);
+	cr_assert_gt(held, 0);
+	cr_assert_leq(held, 2 * (chunk < ref->len ? chunk : ref->len) + 1024,
+		      "%zu bytes held for chunks of %zu", held, chunk);
+	free(got);
+}
+
+Test(raft_storage, streaming_gives_the_reference_bytes_in_any_chunking)
+{
+	struct store *a = open_store("/leader");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	struct buf ref;
+	const size_t chunks[] = {1, 7, 4096, 1 << 20};
+
+	buf_init(&ref);
+	/* An empty state first: header and trailer only. */
+	reference_stream(a, &ref);
+	cr_assert_eq(ref.len, 28 + 5);
+	stream_and_compare(sa, 2, 7, &ref, 0);
+	raft_storage_snapshot_drop(sa, 2);
+
+	fill_app_state(a, sa);
+	reference_stream(a, &ref);
+	cr_assert_gt(ref.len, 10000);
+	cr_assert_lt(ref.len, chunks[3]);
+	for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+		stream_and_compare(sa, 2, chunks[c], &ref, 42);
+		/* The same transfer again from its start, in one go. */
+		stream_and_compare(sa, 2, chunks[c], &ref, 42);
+		raft_storage_snapshot_drop(sa, 2);
+		cr_assert_eq(raft_storage_snapshot_held_bytes(sa), 0);
+	}
+	buf_free(&ref);
+	raft_storage_free(sa);
+	store_close(a);
+}
+
+Test(raft_storage, a_transfer_reads_its_snapshot_not_later_writes)
+{
+	struct store *a = open_store("/leader");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	struct buf before, after;
+	uint8_t *got;
+
+	buf_init(&before);
+	buf_init(&after);
+	fill_app_state(a, sa);
+	reference_stream(a, &before);
+	got = calloc(1, before.len + 100);
+	cr_assert_not_null(got);
+
+	/* Peer 2 starts; then a key is written, one overwritten, one
+	 * deleted, and an entry applied. */
+	cr_assert_eq(read_chunk(sa, 2, 0, 100, &before, 42, got), 100);
+	put_kv(a, STORE_CF_DATA, "late", 4, "written after the start");
+	put_kv(a, STORE_CF_META, "config", 6, "num 5");
+	cr_assert_eq(store_delete(a, STORE_CF_META, "dedup/1", 7, true),
+		     STATUS_OK);
+	set_applied(a, sa, 43, 8);
+	reference_stream(a, &after);
+	cr_assert(after.len != before.len ||
+		  memcmp(after.data, before.data, after.len) != 0);
+
+	/* Peer 2 still gets the state as of its start, also after going back
+	 * to offset 0 (the same RocksDB snapshot, re-read). */
+	uint64_t off = 100;
+	while (off < before.len / 2)
+		off += read_chunk(sa, 2, off, 100, &before, 42, got);
+	for (off = 0; off < before.len;)
+		off += read_chunk(sa, 2, off, 100, &before, 42, got);
+	cr_assert(memcmp(got, before.data, before.len) == 0);
+
+	/* A new transfer (peer 3) sees the write. */
+	free(got);
+	got = calloc(1, after.len + 100);
+	cr_assert_not_null(got);
+	for (off = 0; off < after.len;)
+		off += read_chunk(sa, 3, off, 100, &after, 43, got);
+	cr_assert(memcmp(got, after.data, after.len) == 0);
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), 2);
+
+	free(got);
+	buf_free(&before);
+	buf_free(&after);
+	raft_storage_free(sa); /* transfers still open */
+	store_close(a);
+}
+
+/* More peers than a group can have: the least recently read transfer
+ * makes room; the others go on untouched. */
+Test(raft_storage, transfers_are_bounded_by_the_group_size)
+{
+	struct store *a = open_store("/leader");
+	struct raft_boot boot;
+	struct raft_storage *sa = open_storage(a, &boot);
+	uint8_t buf[16];
+	size_t len;
+	uint64_t i, t, total;
+
+	fill_app_state(a, sa);
+	for (uint32_t p = 1; p <= RAFT_MAX_NODES + 1; p++) {
+		cr_assert_eq(raft_storage_snapshot_read(sa, p, 0, 0, buf,
+							sizeof(buf), &len, &i,
+							&t, &total),
+			     STATUS_OK);
+		cr_assert_leq(raft_storage_snapshot_transfers(sa),
+			      RAFT_MAX_NODES);
+	}
+	cr_assert_eq(raft_storage_snapshot_transfers(sa), RAFT_MAX_NODES);
+	/* Peer 2 was not evicted: its cursor continues. */
+	set_applied(a, sa, 43, 7);
+	cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, 16, buf, sizeof(buf),
+						&len, &i, &t, &total),
+		     STATUS_OK);
+	cr_assert_eq(i, 42);
+	raft_storage_free(sa);
+	store_close(a);
 }
