@@ -187,20 +187,18 @@ static void on_request(void *ctx, struct rpc_call *call, ProtobufCMessage *req)
 	pthread_mutex_unlock(&n->mu);
 }
 
-/* The core answers a request in the very next ready (raft.h): a call
- * stepped before the ready just handled and still held lost its reply
- * (the core ran out of memory for it). Fail it, so later replies do not
- * land on the wrong calls. */
-static void fail_unanswered(struct raft_node *n, uint64_t readies)
+/* Fails every held call stepped before ready number `before` (all of them
+ * with UINT64_MAX). */
+static void fail_calls(struct raft_node *n, uint64_t before, int status,
+		       const char *msg)
 {
 	for (size_t p = 0; p < n->n_nodes; p++) {
 		for (int t = 0; t < REQ_COUNT_; t++) {
 			struct fifo *f = &n->held[p][t];
-			while (f->head && f->head->ready_seq < readies) {
+			while (f->head && f->head->ready_seq < before) {
 				struct incoming *in = f->head;
 				f->head = in->next;
-				rpc_call_fail(in->call, STATUS_UNAVAILABLE,
-					      "raft reply lost");
+				rpc_call_fail(in->call, status, msg);
 				mem_free(in);
 			}
 			if (!f->head)
@@ -209,21 +207,18 @@ static void fail_unanswered(struct raft_node *n, uint64_t readies)
 	}
 }
 
+/* The core answers a request in the very next ready (raft.h): a call
+ * stepped before the ready just handled and still held lost its reply
+ * (the core ran out of memory for it). Fail it, so later replies do not
+ * land on the wrong calls. */
+static void fail_unanswered(struct raft_node *n, uint64_t readies)
+{
+	fail_calls(n, readies, STATUS_UNAVAILABLE, "raft reply lost");
+}
+
 static void fail_held(struct raft_node *n)
 {
-	for (size_t p = 0; p < n->n_nodes; p++) {
-		for (int t = 0; t < REQ_COUNT_; t++) {
-			struct fifo *f = &n->held[p][t];
-			while (f->head) {
-				struct incoming *in = f->head;
-				f->head = in->next;
-				rpc_call_fail(in->call, STATUS_SHUTDOWN,
-					      "raft node stopping");
-				mem_free(in);
-			}
-			f->tail = NULL;
-		}
-	}
+	fail_calls(n, UINT64_MAX, STATUS_SHUTDOWN, "raft node stopping");
 }
 
 /* ---- outgoing requests ---- */

@@ -624,8 +624,6 @@ static void st_restore(void *ctx, uint64_t index)
 }
 
 
-static struct read *find_read(const struct raft_cluster *c, uint64_t id);
-
 static void st_read_done(void *ctx, uint64_t id, int status)
 {
 	struct node *nd = ctx;
@@ -1174,7 +1172,7 @@ int raft_cluster_propose(struct raft_cluster *c, uint32_t id, const void *data,
 	return rc;
 }
 
-size_t raft_cluster_n_applied(const struct raft_cluster *c, uint64_t index,
+size_t raft_cluster_n_applied(struct raft_cluster *c, uint64_t index,
 			      const void **data, size_t *len)
 {
 	size_t n = 0;
@@ -1182,7 +1180,6 @@ size_t raft_cluster_n_applied(const struct raft_cluster *c, uint64_t index,
 		*data = NULL;
 	if (len)
 		*len = 0;
-	struct raft_cluster *mc = (struct raft_cluster *)c; /* scratch */
 	for (size_t i = 0; i < c->o.n_nodes; i++) {
 		const struct node *nd = &c->nodes[i];
 		if (node_applied(nd) < index)
@@ -1198,13 +1195,13 @@ size_t raft_cluster_n_applied(const struct raft_cluster *c, uint64_t index,
 			bool first = data && !*data;
 			int rc = store_get(nd->store, STORE_CF_DATA, key,
 					   sizeof(key),
-					   first ? &mc->scratch : &tmp);
+					   first ? &c->scratch : &tmp);
 			buf_free(&tmp);
 			if (rc != STATUS_OK)
 				continue;
 			if (first) {
-				*data = mc->scratch.data;
-				*len = mc->scratch.len;
+				*data = c->scratch.data;
+				*len = c->scratch.len;
 			}
 			n++;
 			continue;

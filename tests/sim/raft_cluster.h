@@ -92,9 +92,9 @@ uint32_t raft_cluster_leader_now(struct raft_cluster *c);
 int raft_cluster_propose(struct raft_cluster *c, uint32_t id, const void *data,
 			 size_t len, uint64_t *index, uint64_t *term);
 
-/* How many nodes applied `index`; `data` and `len` get the command (borrowed,
- * NULL if none applied it). */
-size_t raft_cluster_n_applied(const struct raft_cluster *c, uint64_t index,
+/* How many nodes applied `index`; `data` and `len` get the command (NULL if
+ * none applied it; borrowed until the next call into the cluster). */
+size_t raft_cluster_n_applied(struct raft_cluster *c, uint64_t index,
 			      const void **data, size_t *len);
 
 /* The classic agreement helper: proposes `data` on whichever connected
