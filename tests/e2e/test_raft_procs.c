@@ -53,6 +53,7 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "common/store/store.h"
+#include "tests/store_dump.h"
 
 #define N 3
 #define DEADLINE_MS 30000
@@ -675,36 +676,14 @@ static void expect_converged(unsigned long long applied_min)
 /* Every key and value of data+meta but Raft's own (the applied index
  * differs: one node may not have seen the last leader's no-op); counts
  * the data keys. */
-static void dump(const char *dir, struct buf *out, unsigned long long *keys)
+static void dump(const char *dir, struct buf *out, uint64_t *keys)
 {
 	struct store_opts so = {.path = dir, .block_cache_bytes = 1 << 20};
 	struct store *s;
 	char err[256];
 	cr_assert_eq(store_open(&so, &s, err, sizeof(err)), STATUS_OK, "%s",
 		     err);
-	buf_reset(out);
-	*keys = 0;
-	for (enum store_cf cf = STORE_CF_DATA; cf <= STORE_CF_META; cf++) {
-		struct store_iter *it = store_iter_new(s, cf, NULL, 0, NULL);
-		cr_assert_not_null(it);
-		for (; store_iter_valid(it); store_iter_next(it)) {
-			size_t kl, vl;
-			const void *k = store_iter_key(it, &kl);
-			const void *v = store_iter_value(it, &vl);
-			if (cf == STORE_CF_META &&
-			    kl >= RAFT_STORAGE_META_RESERVED_LEN &&
-			    memcmp(k, RAFT_STORAGE_META_RESERVED,
-				   RAFT_STORAGE_META_RESERVED_LEN) == 0)
-				continue;
-			*keys += cf == STORE_CF_DATA;
-			buf_append_u32be(out, (uint32_t)kl);
-			buf_append(out, k, kl);
-			buf_append_u32be(out, (uint32_t)vl);
-			buf_append(out, v, vl);
-		}
-		cr_assert_eq(store_iter_status(it), STATUS_OK);
-		store_iter_free(it);
-	}
+	cr_assert_eq(store_dump(s, true, out, keys), STATUS_OK);
 	store_close(s);
 }
 
@@ -790,12 +769,12 @@ Test(raft_procs, kill_9_leader_and_follower_nothing_lost_or_applied_twice)
 
 	/* At rest, the three stores hold the same data and meta. */
 	struct buf want, got;
-	unsigned long long keys0, keys;
+	uint64_t keys0, keys;
 	buf_init(&want);
 	buf_init(&got);
 	dump(procs[0].dir, &want, &keys0);
 	cr_assert(keys0 >= certain && keys0 <= certain + ambiguous,
-		  "node 1 holds %llu entries", keys0);
+		  "node 1 holds %llu entries", (unsigned long long)keys0);
 	for (int i = 1; i < N; i++) {
 		dump(procs[i].dir, &got, &keys);
 		cr_assert(keys == keys0 && want.len == got.len &&

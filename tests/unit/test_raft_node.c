@@ -24,6 +24,7 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "common/store/store.h"
+#include "tests/store_dump.h"
 
 #define N 3
 #define DEADLINE_MS 30000
@@ -466,27 +467,7 @@ static bool read_answered(void *arg)
  * differs once a node stops and the others commit a new leader's no-op). */
 static void dump(struct store *s, struct buf *out)
 {
-	buf_reset(out);
-	for (enum store_cf cf = STORE_CF_DATA; cf <= STORE_CF_META; cf++) {
-		struct store_iter *it = store_iter_new(s, cf, NULL, 0, NULL);
-		cr_assert_not_null(it);
-		for (; store_iter_valid(it); store_iter_next(it)) {
-			size_t kl, vl;
-			const void *k = store_iter_key(it, &kl);
-			const void *v = store_iter_value(it, &vl);
-			if (cf == STORE_CF_META &&
-			    kl >= RAFT_STORAGE_META_RESERVED_LEN &&
-			    memcmp(k, RAFT_STORAGE_META_RESERVED,
-				   RAFT_STORAGE_META_RESERVED_LEN) == 0)
-				continue;
-			buf_append_u32be(out, (uint32_t)kl);
-			buf_append(out, k, kl);
-			buf_append_u32be(out, (uint32_t)vl);
-			buf_append(out, v, vl);
-		}
-		cr_assert_eq(store_iter_status(it), STATUS_OK);
-		store_iter_free(it);
-	}
+	cr_assert_eq(store_dump(s, true, out, NULL), STATUS_OK);
 }
 
 static void setup(void)

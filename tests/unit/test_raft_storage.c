@@ -14,6 +14,7 @@
 #include "common/raft/storage.h"
 #include "common/status.h"
 #include "common/store/store.h"
+#include "tests/store_dump.h"
 
 static struct store_memenv *env;
 
@@ -565,23 +566,7 @@ static void transfer(struct raft_storage *from, struct raft_storage *to,
 /* Every key and value of data+meta, as one comparable string. */
 static void dump(struct store *s, struct buf *out)
 {
-	buf_reset(out);
-	for (enum store_cf cf = STORE_CF_DATA; cf <= STORE_CF_META; cf++) {
-		struct store_iter *it = store_iter_new(s, cf, NULL, 0, NULL);
-		cr_assert_not_null(it);
-		for (; store_iter_valid(it); store_iter_next(it)) {
-			size_t kl, vl;
-			const void *k = store_iter_key(it, &kl);
-			const void *v = store_iter_value(it, &vl);
-			buf_append_u32be(out, (uint32_t)cf);
-			buf_append_u32be(out, (uint32_t)kl);
-			buf_append(out, k, kl);
-			buf_append_u32be(out, (uint32_t)vl);
-			buf_append(out, v, vl);
-		}
-		cr_assert_eq(store_iter_status(it), STATUS_OK);
-		store_iter_free(it);
-	}
+	cr_assert_eq(store_dump(s, false, out, NULL), STATUS_OK);
 }
 
 /* The follower's own state, which installing must wipe entirely (keys
