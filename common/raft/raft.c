@@ -105,7 +105,6 @@ struct raft {
 	size_t n_done_reads, cap_done_reads;
 	bool has_chunk;
 	struct raft_snapshot_chunk chunk;
-	bool snapshot_installed;
 	uint64_t compact_index, compact_term;
 	bool discard_all;
 
@@ -1055,7 +1054,6 @@ static void handle_snapshot_req(struct raft *r,
 		r->compact_term = m->last_term;
 		r->commit = u64_max(r->commit, m->last_index);
 		r->applied = m->last_index;
-		r->snapshot_installed = true;
 		r->recv_index = r->recv_term = r->recv_offset = 0;
 		r->recv_size = 0;
 	}
@@ -1346,7 +1344,6 @@ void raft_advance(struct raft *r, struct raft_ready *rd)
 		r->unstable_from = last + 1;
 	}
 	r->has_chunk = false;
-	r->snapshot_installed = false;
 	r->compact_index = r->compact_term = 0;
 	r->discard_all = false;
 	r->n_msgs = 0;

@@ -53,7 +53,7 @@ struct node {
 	struct disk disk;
 	struct buf staging;	 /* snapshot being received */
 	bool pending_snap;	 /* taken, persisted with the compaction */
-	uint64_t pending_index, pending_term;
+	uint64_t pending_index;
 	struct buf pending_blob;
 	enum raft_role last_role;
 	uint64_t max_snapshot_index;
@@ -779,7 +779,6 @@ static void process(struct node *nd)
 			if (raft_compact(nd->r, applied) == STATUS_OK) {
 				nd->pending_snap = true;
 				nd->pending_index = applied;
-				nd->pending_term = term;
 			}
 		}
 		if (++rounds > 10000) {
