@@ -1,0 +1,577 @@
+/*
+ * smclerk: see smclerk.h. Two locks: `call_mu` makes calls take turns
+ * and guards the core (only the thread of the running call touches it);
+ * `mu` guards the list of finished RPCs, which `done` callbacks (on the
+ * RPC client's thread) append to. No lock is held across an RPC call,
+ * and a callback never waits for anything but `mu`, which nobody holds
+ * for long.
+ */
+#include "clerk/smclerk.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/codec.h"
+#include "common/mem.h"
+#include "common/monotime.h"
+#include "common/rpc/rpc.h"
+#include "common/status.h"
+
+/* The longest single wait; the loop re-reads the clock after it. */
+#define WAIT_MS_MAX 60000
+
+/* One RPC in flight. Allocated before the call so `done` needs no
+ * allocation: it only fills this in and links it. */
+struct pending {
+	struct smclerk *k;
+	uint64_t attempt;
+	size_t server;
+	int status;
+	ProtobufCMessage *reply;
+	char detail[200];
+	struct pending *next;
+};
+
+struct smclerk {
+	char **addrs;
+	size_t n_addrs;
+	struct rpc_client *rpc;
+
+	pthread_mutex_t call_mu; /* one call at a time; guards `core` */
+	struct clerk_sm_core *core;
+	/* First attempt id of the running call (UINT64_MAX before its
+	 * first send): older replies say nothing about this call. */
+	uint64_t call_first_attempt;
+	bool *heard;		     /* per server: answered in this call */
+
+	pthread_mutex_t mu; /* guards `arrived` */
+	pthread_cond_t cond;
+	struct pending *arrived; /* finished RPCs, newest first */
+};
+
+/* ---- life cycle ---- */
+
+static int random_u64(uint64_t *out)
+{
+	uint8_t b[8];
+	size_t got = 0;
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return STATUS_INTERNAL;
+		}
+		got += (size_t)n;
+	}
+	uint64_t x = 0;
+	for (size_t i = 0; i < sizeof(b); i++)
+		x = x << 8 | b[i];
+	*out = x;
+	return STATUS_OK;
+}
+
+int smclerk_new(const char *const *addrs, size_t n,
+		const struct smclerk_opts *opts, struct smclerk **out)
+{
+	*out = NULL;
+	if (n == 0 || !addrs)
+		return STATUS_INVALID_ARGUMENT;
+	for (size_t i = 0; i < n; i++)
+		if (!addrs[i] || !*addrs[i])
+			return STATUS_INVALID_ARGUMENT;
+	struct smclerk_opts o = {0};
+	if (opts)
+		o = *opts;
+	uint64_t seed;
+	if (random_u64(&seed))
+		return STATUS_INTERNAL;
+	/* 0 is not a valid id for the dedup table's purpose: draw again. */
+	while (o.client_id == 0)
+		if (random_u64(&o.client_id))
+			return STATUS_INTERNAL;
+
+	int rc = STATUS_NO_MEMORY;
+	struct smclerk *k = mem_calloc(1, sizeof(*k));
+	if (!k)
+		return STATUS_NO_MEMORY;
+	k->addrs = mem_calloc(n, sizeof(*k->addrs));
+	if (!k->addrs)
+		goto err_after_clerk;
+	k->n_addrs = n;
+	k->heard = mem_calloc(n, sizeof(*k->heard));
+	if (!k->heard)
+		goto err_after_addrs;
+	for (size_t i = 0; i < n; i++) {
+		k->addrs[i] = mem_strdup(addrs[i]);
+		if (!k->addrs[i])
+			goto err_after_addrs;
+	}
+	struct clerk_sm_core_opts co = {
+		.n_servers = n,
+		.servers = (const char *const *)k->addrs,
+		.client_id = o.client_id,
+		.seed = seed,
+		.attempt_timeout_ms = o.attempt_timeout_ms,
+		.backoff_ms_min = o.backoff_ms_min,
+		.backoff_ms_max = o.backoff_ms_max,
+	};
+	rc = clerk_sm_core_new(&co, &k->core);
+	if (rc)
+		goto err_after_addrs;
+	k->rpc = rpc_client_new(NULL);
+	if (!k->rpc) {
+		rc = STATUS_INTERNAL;
+		goto err_after_core;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&k->mu, NULL);
+	pthread_mutex_init(&k->call_mu, NULL);
+	*out = k;
+	return STATUS_OK;
+
+err_after_core:
+	clerk_sm_core_free(k->core);
+err_after_addrs:
+	mem_free(k->heard);
+	for (size_t i = 0; i < k->n_addrs; i++)
+		mem_free(k->addrs[i]);
+	mem_free(k->addrs);
+err_after_clerk:
+	mem_free(k);
+	return rc;
+}
+
+static void pending_free(struct pending *p)
+{
+	codec_free(p->reply);
+	mem_free(p);
+}
+
+void smclerk_free(struct smclerk *k)
+{
+	if (!k)
+		return;
+	/* Runs every outstanding `done` before it returns. */
+	rpc_client_free(k->rpc);
+	while (k->arrived) {
+		struct pending *p = k->arrived;
+		k->arrived = p->next;
+		pending_free(p);
+	}
+	clerk_sm_core_free(k->core);
+	mem_free(k->heard);
+	for (size_t i = 0; i < k->n_addrs; i++)
+		mem_free(k->addrs[i]);
+	mem_free(k->addrs);
+	pthread_cond_destroy(&k->cond);
+	pthread_mutex_destroy(&k->mu);
+	pthread_mutex_destroy(&k->call_mu);
+	mem_free(k);
+}
+
+uint64_t smclerk_client_id(const struct smclerk *k)
+{
+	return clerk_sm_core_client_id(k->core);
+}
+
+/* ---- configurations ---- */
+
+void smclerk_config_free(struct sm_config *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_groups; i++) {
+		for (size_t j = 0; j < c->groups[i].n_servers; j++)
+			mem_free(c->groups[i].servers[j]);
+		mem_free(c->groups[i].servers);
+	}
+	mem_free(c->groups);
+	mem_free(c->shards);
+	mem_free(c);
+}
+
+int smclerk_config_from_proto(const Skv__Config *pc, struct sm_config **out,
+			      char *err, size_t cap)
+{
+	*out = NULL;
+	int rc = sm_config_proto_check(pc, err, cap);
+	if (rc)
+		return rc;
+	struct sm_config *c = mem_calloc(1, sizeof(*c));
+	if (!c)
+		goto err_nomem;
+	c->num = pc->num;
+	c->nshards = (uint32_t)pc->n_shards;
+	if (pc->n_shards) {
+		c->shards = mem_calloc(pc->n_shards, sizeof(*c->shards));
+		if (!c->shards)
+			goto err_after_config;
+		memcpy(c->shards, pc->shards,
+		       pc->n_shards * sizeof(*c->shards));
+	}
+	if (pc->n_groups) {
+		c->groups = mem_calloc(pc->n_groups, sizeof(*c->groups));
+		if (!c->groups)
+			goto err_after_config;
+	}
+	for (size_t i = 0; i < pc->n_groups; i++) {
+		const Skv__Group *g = pc->groups[i];
+		struct sm_group *dst = &c->groups[i];
+		c->n_groups = i + 1;
+		dst->gid = g->gid;
+		if (g->n_servers == 0)
+			continue;
+		dst->servers = mem_calloc(g->n_servers, sizeof(char *));
+		if (!dst->servers)
+			goto err_after_config;
+		for (size_t j = 0; j < g->n_servers; j++) {
+			dst->servers[j] = mem_strdup(g->servers[j]);
+			if (!dst->servers[j])
+				goto err_after_config;
+			dst->n_servers = j + 1;
+		}
+	}
+	*out = c;
+	return STATUS_OK;
+
+err_after_config:
+	smclerk_config_free(c);
+err_nomem:
+	snprintf(err, cap, "out of memory copying the configuration");
+	return STATUS_NO_MEMORY;
+}
+
+/* ---- driving the core ---- */
+
+static void on_done(void *arg, int status, const char *errmsg,
+		    ProtobufCMessage *reply)
+{
+	struct pending *p = arg;
+	struct smclerk *k = p->k;
+	p->status = status;
+	p->reply = reply;
+	snprintf(p->detail, sizeof(p->detail), "%s", errmsg ? errmsg : "");
+	pthread_mutex_lock(&k->mu);
+	p->next = k->arrived;
+	k->arrived = p;
+	pthread_cond_signal(&k->cond);
+	pthread_mutex_unlock(&k->mu);
+}
+
+static void note_failure(struct smclerk *k, struct smclerk_result *res,
+			 size_t server, int status, const char *detail)
+{
+	if (!res)
+		return;
+	snprintf(res->last_failure, sizeof(res->last_failure), "%s: %s%s%s",
+		 k->addrs[server], status_name(status),
+		 detail && *detail ? ": " : "", detail ? detail : "");
+}
+
+static void send_attempt(struct smclerk *k, const struct clerk_sm_send *s,
+			 uint64_t now_ms, struct smclerk_result *res)
+{
+	if (k->call_first_attempt == UINT64_MAX)
+		k->call_first_attempt = s->attempt;
+	struct pending *p = mem_calloc(1, sizeof(*p));
+	if (!p) {
+		note_failure(k, res, s->server, STATUS_NO_MEMORY, NULL);
+		clerk_sm_core_on_reply(k->core, now_ms, s->attempt,
+				       STATUS_NO_MEMORY, NULL);
+		return;
+	}
+	p->k = k;
+	p->attempt = s->attempt;
+	p->server = s->server;
+	int rc = rpc_client_call_bytes(k->rpc, k->addrs[s->server],
+				       sm_method_path(s->method), s->bytes,
+				       s->len, &skv__sm_reply__descriptor,
+				       s->timeout_ms, on_done, p);
+	if (rc) {
+		mem_free(p);
+		note_failure(k, res, s->server, rc, "call not started");
+		clerk_sm_core_on_reply(k->core, now_ms, s->attempt, rc, NULL);
+	}
+}
+
+/* Waits until an RPC finished or the clock reaches wake_ms; takes the
+ * finished ones, oldest first. */
+static struct pending *wait_arrivals(struct smclerk *k, uint64_t wake_ms)
+{
+	pthread_mutex_lock(&k->mu);
+	while (!k->arrived) {
+		uint64_t now = monotime_now_ms();
+		if (now >= wake_ms)
+			break;
+		uint64_t wait = wake_ms - now;
+		if (wait > WAIT_MS_MAX)
+			wait = WAIT_MS_MAX;
+		/* The condition variable runs on CLOCK_MONOTONIC, the
+		 * clock of monotime. */
+		uint64_t at_ns = monotime_now_ns() + wait * 1000000u;
+		struct timespec ts = {
+			.tv_sec = (time_t)(at_ns / 1000000000u),
+			.tv_nsec = (long)(at_ns % 1000000000u),
+		};
+		pthread_cond_timedwait(&k->cond, &k->mu, &ts);
+	}
+	struct pending *list = k->arrived;
+	k->arrived = NULL;
+	pthread_mutex_unlock(&k->mu);
+	struct pending *rev = NULL;
+	while (list) {
+		struct pending *p = list;
+		list = p->next;
+		p->next = rev;
+		rev = p;
+	}
+	return rev;
+}
+
+/*
+ * Runs one operation of the core to its end. Returns its status; *reply
+ * (the core's, valid until the next run) and res->error set.
+ */
+static int run(struct smclerk *k, enum sm_method m,
+	       const ProtobufCMessage *req, uint64_t deadline_ms,
+	       struct smclerk_result *res, const Skv__SmReply **reply)
+{
+	*reply = NULL;
+	uint64_t now = monotime_now_ms();
+	int rc = clerk_sm_core_start(k->core, now, m, req, deadline_ms);
+	if (rc) {
+		if (res)
+			snprintf(res->error, sizeof(res->error),
+				 "cannot start the %s: %s", sm_method_name(m),
+				 status_str(rc));
+		return rc;
+	}
+	int status;
+	const char *error;
+	for (;;) {
+		struct clerk_sm_send s;
+		while (clerk_sm_core_next_send(k->core, now, &s))
+			send_attempt(k, &s, now, res);
+		if (clerk_sm_core_done(k->core, &status, reply, &error))
+			break;
+		struct pending *list =
+			wait_arrivals(k, clerk_sm_core_wake_ms(k->core));
+		now = monotime_now_ms();
+		while (list) {
+			struct pending *p = list;
+			list = p->next;
+			if (p->attempt >= k->call_first_attempt &&
+			    p->status != STATUS_OK)
+				note_failure(k, res, p->server, p->status,
+					     p->detail);
+			else if (p->attempt >= k->call_first_attempt)
+				k->heard[p->server] = true;
+			clerk_sm_core_on_reply(k->core, now, p->attempt,
+					       p->status,
+					       (const Skv__SmReply *)p->reply);
+			pending_free(p);
+		}
+		clerk_sm_core_tick(k->core, now);
+	}
+	if (res) {
+		clerk_sm_core_stats(k->core, &res->stats);
+		res->answered = res->answered || res->stats.answered > 0;
+		res->n_answered = 0;
+		for (size_t i = 0; i < k->n_addrs; i++)
+			res->n_answered += k->heard[i];
+		snprintf(res->error, sizeof(res->error), "%s", error);
+	}
+	return status;
+}
+
+/* The configuration of an OK reply into res->config. */
+static int take_config(const Skv__SmReply *reply, struct smclerk_result *res)
+{
+	char why[200];
+	if (!reply->config) {
+		if (res)
+			snprintf(res->error, sizeof(res->error),
+				 "the shard master's reply holds no "
+				 "configuration");
+		return STATUS_INTERNAL;
+	}
+	struct sm_config *c;
+	int rc = smclerk_config_from_proto(reply->config, &c, why,
+					   sizeof(why));
+	if (rc) {
+		if (res)
+			snprintf(res->error, sizeof(res->error),
+				 "bad configuration from the shard master: %s",
+				 why);
+		return rc == STATUS_NO_MEMORY ? rc : STATUS_INTERNAL;
+	}
+	if (res)
+		res->config = c;
+	else
+		smclerk_config_free(c);
+	return STATUS_OK;
+}
+
+static void result_init(struct smclerk_result *res)
+{
+	if (res)
+		memset(res, 0, sizeof(*res));
+}
+
+static uint64_t deadline_after(uint64_t timeout_ms)
+{
+	uint64_t now = monotime_now_ms();
+	return timeout_ms > UINT64_MAX - now ? UINT64_MAX : now + timeout_ms;
+}
+
+/* Under call_mu: a new call starts. */
+static void begin_call(struct smclerk *k)
+{
+	k->call_first_attempt = UINT64_MAX;
+	memset(k->heard, 0, k->n_addrs * sizeof(*k->heard));
+}
+
+/* Under call_mu. */
+static int query_locked(struct smclerk *k, int64_t num, uint64_t deadline_ms,
+			struct smclerk_result *res)
+{
+	Skv__QueryRequest q = SKV__QUERY_REQUEST__INIT;
+	q.num = num;
+	const Skv__SmReply *reply;
+	int rc = run(k, SM_METHOD_QUERY, &q.base, deadline_ms, res, &reply);
+	if (rc)
+		return rc;
+	return take_config(reply, res);
+}
+
+/* A Join, Leave or Move, then the configuration it led to. */
+static int mutate(struct smclerk *k, enum sm_method m,
+		  const ProtobufCMessage *req, uint64_t timeout_ms,
+		  struct smclerk_result *res)
+{
+	uint64_t deadline = deadline_after(timeout_ms);
+	pthread_mutex_lock(&k->call_mu);
+	begin_call(k);
+	const Skv__SmReply *reply;
+	int rc = run(k, m, req, deadline, res, &reply);
+	if (rc)
+		goto out;
+	if (reply->config) {
+		/* The shard master may answer with the new configuration;
+		 * a bad one is reported like a failed read below. */
+		if (take_config(reply, res) == STATUS_OK)
+			goto out;
+	}
+	struct smclerk_result q;
+	result_init(&q);
+	int qrc = query_locked(k, -1, deadline, &q);
+	if (res) {
+		res->config = q.config;
+		res->stats = q.stats;
+		if (qrc)
+			snprintf(res->error, sizeof(res->error),
+				 "the %s applied, but reading the new "
+				 "configuration failed: %s: %.150s",
+				 sm_method_name(m), status_name(qrc),
+				 q.error);
+		else
+			res->error[0] = '\0';
+	} else {
+		smclerk_config_free(q.config);
+	}
+out:
+	pthread_mutex_unlock(&k->call_mu);
+	return rc;
+}
+
+static int bad_call(struct smclerk_result *res, const char *why)
+{
+	if (res)
+		snprintf(res->error, sizeof(res->error), "%s", why);
+	return STATUS_INVALID_ARGUMENT;
+}
+
+int smclerk_join(struct smclerk *k, const struct smclerk_group *groups,
+		 size_t n_groups, uint64_t timeout_ms,
+		 struct smclerk_result *res)
+{
+	result_init(res);
+	if (timeout_ms == 0)
+		return bad_call(res, "timeout must be above 0 ms");
+	if (n_groups == 0 || !groups)
+		return bad_call(res, "join: no groups given");
+	Skv__Group *gs = mem_calloc(n_groups, sizeof(*gs));
+	Skv__Group **gp = mem_calloc(n_groups, sizeof(*gp));
+	int rc = STATUS_NO_MEMORY;
+	if (!gs || !gp) {
+		if (res)
+			snprintf(res->error, sizeof(res->error),
+				 "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n_groups; i++) {
+		skv__group__init(&gs[i]);
+		gs[i].gid = groups[i].gid;
+		gs[i].n_servers = groups[i].n_servers;
+		/* protobuf-c's field is not const; packing only reads it. */
+		gs[i].servers = (char **)groups[i].servers;
+		gp[i] = &gs[i];
+	}
+	Skv__JoinRequest r = SKV__JOIN_REQUEST__INIT;
+	r.n_groups = n_groups;
+	r.groups = gp;
+	rc = mutate(k, SM_METHOD_JOIN, &r.base, timeout_ms, res);
+out:
+	mem_free(gp);
+	mem_free(gs);
+	return rc;
+}
+
+int smclerk_leave(struct smclerk *k, const uint64_t *gids, size_t n_gids,
+		  uint64_t timeout_ms, struct smclerk_result *res)
+{
+	result_init(res);
+	if (timeout_ms == 0)
+		return bad_call(res, "timeout must be above 0 ms");
+	if (n_gids == 0 || !gids)
+		return bad_call(res, "leave: no gids given");
+	Skv__LeaveRequest r = SKV__LEAVE_REQUEST__INIT;
+	r.n_gids = n_gids;
+	r.gids = (uint64_t *)gids;
+	return mutate(k, SM_METHOD_LEAVE, &r.base, timeout_ms, res);
+}
+
+int smclerk_move(struct smclerk *k, uint32_t shard, uint64_t gid,
+		 uint64_t timeout_ms, struct smclerk_result *res)
+{
+	result_init(res);
+	if (timeout_ms == 0)
+		return bad_call(res, "timeout must be above 0 ms");
+	Skv__MoveRequest r = SKV__MOVE_REQUEST__INIT;
+	r.shard = shard;
+	r.gid = gid;
+	return mutate(k, SM_METHOD_MOVE, &r.base, timeout_ms, res);
+}
+
+int smclerk_query(struct smclerk *k, int64_t num, uint64_t timeout_ms,
+		  struct smclerk_result *res)
+{
+	result_init(res);
+	if (timeout_ms == 0)
+		return bad_call(res, "timeout must be above 0 ms");
+	uint64_t deadline = deadline_after(timeout_ms);
+	pthread_mutex_lock(&k->call_mu);
+	begin_call(k);
+	int rc = query_locked(k, num, deadline, res);
+	pthread_mutex_unlock(&k->call_mu);
+	return rc;
+}
