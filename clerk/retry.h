@@ -5,7 +5,10 @@
  *
  * Policy: start with the remembered leader (server 0 at first); on
  * NOT_LEADER go to the hinted server if there is one, else the next; on a
- * failed attempt (unreachable, timeout) go to the next. While a round
+ * failed attempt (unreachable, timeout) go to the next. Within a round a
+ * server is not asked twice while another has not been asked (hints
+ * included), so stale hints that point back and forth cannot keep a clerk
+ * from the others. While a round
  * through the servers has not failed everywhere, retry at once; after
  * each full round without an answer wait an exponential backoff
  * (backoff_ms_min doubling up to backoff_ms_max) with full jitter, so
@@ -22,6 +25,7 @@ struct clerk_retry {
 	size_t leader;	     /* remembered: last server that answered */
 	size_t next;	     /* server of the next attempt */
 	size_t misses;	     /* attempts without an answer in this round */
+	uint64_t tried;	     /* servers 0..63 asked in this round */
 	uint32_t rounds;     /* full rounds without an answer, in a row */
 	uint64_t backoff_ms_min, backoff_ms_max;
 	uint64_t rng;	     /* splitmix64 state */

@@ -62,9 +62,11 @@ Test(clerk_retry, follows_hints_and_remembers_the_leader)
 	clerk_retry_not_leader(&r, 3, (size_t)-1);
 	cr_assert_eq(clerk_retry_pick(&r), 4, "no hint: the next one");
 	clerk_retry_not_leader(&r, 4, 4);
-	cr_assert_eq(clerk_retry_pick(&r), 0, "a hint at itself is no hint");
-	clerk_retry_not_leader(&r, 0, 99);
-	cr_assert_eq(clerk_retry_pick(&r), 1, "a hint out of range neither");
+	cr_assert_eq(clerk_retry_pick(&r), 1,
+		     "a hint at itself is no hint: the next server not asked "
+		     "in this round (0 was)");
+	clerk_retry_not_leader(&r, 1, 99);
+	cr_assert_eq(clerk_retry_pick(&r), 2, "a hint out of range neither");
 	clerk_retry_answered(&r, 1);
 	cr_assert_eq(r.leader, 1);
 	cr_assert_eq(r.misses, 0);
@@ -85,6 +87,22 @@ Test(clerk_retry, a_round_of_not_leaders_backs_off_too)
 	}
 	cr_assert_eq(r.rounds, 10);
 	cr_assert_gt(total, 0);
+}
+
+Test(clerk_retry, stale_hints_back_and_forth_do_not_hide_the_others)
+{
+	/* Servers 0 and 1 name each other; the leader is 2. */
+	struct clerk_retry r;
+	clerk_retry_init(&r, 3, 5, 1, 1);
+	bool reached = false;
+	for (int i = 0; i < 3 && !reached; i++) {
+		size_t s = clerk_retry_pick(&r);
+		if (s == 2)
+			reached = true;
+		else
+			clerk_retry_not_leader(&r, s, 1 - s);
+	}
+	cr_assert(reached, "server 2 never tried");
 }
 
 /* cap of round k (1-based): min * 2^(k-1), at most max. */
