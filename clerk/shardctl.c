@@ -345,7 +345,7 @@ int main(int argc, char **argv)
 	else
 		code = report_failure(&a, rc, &res);
 	fflush(stdout);
-	smclerk_config_free(res.config);
+	sm_config_free(res.config);
 	smclerk_free(k);
 	shardctl_args_release(&a);
 	return code;

@@ -183,73 +183,6 @@ uint64_t smclerk_client_id(const struct smclerk *k)
 	return clerk_sm_core_client_id(k->core);
 }
 
-/* ---- configurations ---- */
-
-void smclerk_config_free(struct sm_config *c)
-{
-	if (!c)
-		return;
-	for (size_t i = 0; i < c->n_groups; i++) {
-		for (size_t j = 0; j < c->groups[i].n_servers; j++)
-			mem_free(c->groups[i].servers[j]);
-		mem_free(c->groups[i].servers);
-	}
-	mem_free(c->groups);
-	mem_free(c->shards);
-	mem_free(c);
-}
-
-int smclerk_config_from_proto(const Skv__Config *pc, struct sm_config **out,
-			      char *err, size_t cap)
-{
-	*out = NULL;
-	int rc = sm_config_proto_check(pc, err, cap);
-	if (rc)
-		return rc;
-	struct sm_config *c = mem_calloc(1, sizeof(*c));
-	if (!c)
-		goto err_nomem;
-	c->num = pc->num;
-	c->nshards = (uint32_t)pc->n_shards;
-	if (pc->n_shards) {
-		c->shards = mem_calloc(pc->n_shards, sizeof(*c->shards));
-		if (!c->shards)
-			goto err_after_config;
-		memcpy(c->shards, pc->shards,
-		       pc->n_shards * sizeof(*c->shards));
-	}
-	if (pc->n_groups) {
-		c->groups = mem_calloc(pc->n_groups, sizeof(*c->groups));
-		if (!c->groups)
-			goto err_after_config;
-	}
-	for (size_t i = 0; i < pc->n_groups; i++) {
-		const Skv__Group *g = pc->groups[i];
-		struct sm_group *dst = &c->groups[i];
-		c->n_groups = i + 1;
-		dst->gid = g->gid;
-		if (g->n_servers == 0)
-			continue;
-		dst->servers = mem_calloc(g->n_servers, sizeof(char *));
-		if (!dst->servers)
-			goto err_after_config;
-		for (size_t j = 0; j < g->n_servers; j++) {
-			dst->servers[j] = mem_strdup(g->servers[j]);
-			if (!dst->servers[j])
-				goto err_after_config;
-			dst->n_servers = j + 1;
-		}
-	}
-	*out = c;
-	return STATUS_OK;
-
-err_after_config:
-	smclerk_config_free(c);
-err_nomem:
-	snprintf(err, cap, "out of memory copying the configuration");
-	return STATUS_NO_MEMORY;
-}
-
 /* ---- driving the core ---- */
 
 static void on_done(void *arg, int status, const char *errmsg,
@@ -405,8 +338,7 @@ static int take_config(const Skv__SmReply *reply, struct smclerk_result *res)
 		return STATUS_INTERNAL;
 	}
 	struct sm_config *c;
-	int rc = smclerk_config_from_proto(reply->config, &c, why,
-					   sizeof(why));
+	int rc = sm_config_from_proto(reply->config, &c, why, sizeof(why));
 	if (rc) {
 		if (res)
 			snprintf(res->error, sizeof(res->error),
@@ -417,7 +349,7 @@ static int take_config(const Skv__SmReply *reply, struct smclerk_result *res)
 	if (res)
 		res->config = c;
 	else
-		smclerk_config_free(c);
+		sm_config_free(c);
 	return STATUS_OK;
 }
 
@@ -486,7 +418,7 @@ static int mutate(struct smclerk *k, enum sm_method m,
 		else
 			res->error[0] = '\0';
 	} else {
-		smclerk_config_free(q.config);
+		sm_config_free(q.config);
 	}
 out:
 	pthread_mutex_unlock(&k->call_mu);

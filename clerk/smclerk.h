@@ -18,7 +18,7 @@
  *
  * Ownership: addresses, groups and gids passed in are borrowed for the
  * call. A configuration handed out in `struct smclerk_result` belongs to
- * the caller: smclerk_config_free.
+ * the caller: sm_config_free.
  */
 #ifndef SKV_CLERK_SMCLERK_H
 #define SKV_CLERK_SMCLERK_H
@@ -50,7 +50,7 @@ struct smclerk_group {
  *            later changes by other clerks). After an applied change it
  *            is NULL if reading the new configuration failed; `error`
  *            then says so. NULL on every other status. The caller's:
- *            smclerk_config_free.
+ *            sm_config_free.
  *   error    one line, "" on OK: the shard master's reason
  *            (INVALID_ARGUMENT), or what the clerk met (TIMEOUT).
  *   answered true when some shard master answered at all (NOT_LEADER,
@@ -109,16 +109,5 @@ int smclerk_move(struct smclerk *k, uint32_t shard, uint64_t gid,
 /* num -1 (or past the latest) = the latest configuration. */
 int smclerk_query(struct smclerk *k, int64_t num, uint64_t timeout_ms,
 		  struct smclerk_result *res);
-
-/* Frees a configuration from a result. NULL ok. */
-void smclerk_config_free(struct sm_config *c);
-
-/*
- * Copies a received configuration into *out (the caller's:
- * smclerk_config_free) after sm_config_proto_check. STATUS_OK,
- * INVALID_ARGUMENT (reason in err[0..cap)) or NO_MEMORY.
- */
-int smclerk_config_from_proto(const Skv__Config *pc, struct sm_config **out,
-			      char *err, size_t cap);
 
 #endif

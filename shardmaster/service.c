@@ -97,6 +97,15 @@ static void reply_not_leader(struct sm_service *s, uint64_t token)
 	send_reply(s, token, STATUS_NOT_LEADER, "not the leader", NULL);
 }
 
+/* Answers a request the core refused (raft_propose, raft_read_index). */
+static void reply_refused(struct sm_service *s, uint64_t token, int rc)
+{
+	if (rc == STATUS_NOT_LEADER)
+		reply_not_leader(s, token);
+	else
+		send_reply(s, token, rc, status_str(rc), NULL);
+}
+
 /* ---- storage ---- */
 
 static int put_config(struct sm_service *s, struct store_batch *b,
@@ -358,12 +367,8 @@ static void request_query(struct sm_service *s, uint64_t token,
 	}
 	uint64_t id = s->next_read_id++;
 	int rc = raft_read_index(s->r, id);
-	if (rc == STATUS_NOT_LEADER) {
-		reply_not_leader(s, token);
-		return;
-	}
 	if (rc) {
-		send_reply(s, token, rc, status_str(rc), NULL);
+		reply_refused(s, token, rc);
 		return;
 	}
 	s->reads[s->n_reads++] = (struct read_wait){
@@ -422,12 +427,8 @@ static void request_update(struct sm_service *s, uint64_t token,
 	uint64_t index, term;
 	rc = raft_propose(s->r, s->scratch.data, s->scratch.len, &index,
 			  &term);
-	if (rc == STATUS_NOT_LEADER) {
-		reply_not_leader(s, token);
-		return;
-	}
 	if (rc) {
-		send_reply(s, token, rc, status_str(rc), NULL);
+		reply_refused(s, token, rc);
 		return;
 	}
 	s->pend[s->n_pend++] = (struct pending){

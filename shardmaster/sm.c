@@ -126,15 +126,22 @@ static void dedup_put(struct sm *m, uint64_t id, uint64_t seq,
 
 /* ---- configurations ---- */
 
-static void config_free(struct sm_config *c)
+/* Frees a group's server list. */
+static void group_clear(struct sm_group *g)
+{
+	for (size_t i = 0; i < g->n_servers; i++)
+		mem_free(g->servers[i]);
+	mem_free(g->servers);
+	g->servers = NULL;
+	g->n_servers = 0;
+}
+
+void sm_config_free(struct sm_config *c)
 {
 	if (!c)
 		return;
-	for (size_t g = 0; g < c->n_groups; g++) {
-		for (size_t i = 0; i < c->groups[g].n_servers; i++)
-			mem_free(c->groups[g].servers[i]);
-		mem_free(c->groups[g].servers);
-	}
+	for (size_t g = 0; g < c->n_groups; g++)
+		group_clear(&c->groups[g]);
 	mem_free(c->groups);
 	mem_free(c->shards);
 	mem_free(c);
@@ -149,7 +156,7 @@ static struct sm_config *config_new(uint32_t nshards, size_t n_groups)
 	c->shards = mem_calloc(nshards ? nshards : 1, sizeof(*c->shards));
 	c->groups = mem_calloc(n_groups ? n_groups : 1, sizeof(*c->groups));
 	if (!c->shards || !c->groups) {
-		config_free(c);
+		sm_config_free(c);
 		return NULL;
 	}
 	return c;
@@ -188,7 +195,7 @@ static struct sm_config *config_copy(const struct sm_config *src,
 		if (group_set(&c->groups[g], src->groups[g].gid,
 			      src->groups[g].servers,
 			      src->groups[g].n_servers)) {
-			config_free(c);
+			sm_config_free(c);
 			return NULL;
 		}
 	}
@@ -248,7 +255,7 @@ struct sm *sm_new(void)
 void sm_reset(struct sm *m)
 {
 	for (size_t i = 0; i < m->n_configs; i++)
-		config_free(m->configs[i]);
+		sm_config_free(m->configs[i]);
 	mem_free(m->configs);
 	mem_free(m->dedup);
 	memset(m, 0, sizeof(*m));
@@ -457,13 +464,13 @@ static int make_join(const struct sm *m, const Skv__JoinRequest *r,
 		struct sm_group *g = &c->groups[c->n_groups++];
 		if (group_set(g, r->groups[i]->gid, r->groups[i]->servers,
 			      r->groups[i]->n_servers)) {
-			config_free(c);
+			sm_config_free(c);
 			return STATUS_NO_MEMORY;
 		}
 	}
 	qsort(c->groups, c->n_groups, sizeof(*c->groups), cmp_group);
 	if (config_rebalance(c)) {
-		config_free(c);
+		sm_config_free(c);
 		return STATUS_NO_MEMORY;
 	}
 	*out = c;
@@ -493,16 +500,14 @@ static int make_leave(const struct sm *m, const Skv__LeaveRequest *r,
 		for (size_t i = 0; i < r->n_gids && !leaves; i++)
 			leaves = r->gids[i] == c->groups[g].gid;
 		if (leaves) {
-			for (size_t i = 0; i < c->groups[g].n_servers; i++)
-				mem_free(c->groups[g].servers[i]);
-			mem_free(c->groups[g].servers);
+			group_clear(&c->groups[g]);
 		} else {
 			c->groups[kept++] = c->groups[g];
 		}
 	}
 	c->n_groups = kept;
 	if (config_rebalance(c)) {
-		config_free(c);
+		sm_config_free(c);
 		return STATUS_NO_MEMORY;
 	}
 	*out = c;
@@ -643,7 +648,7 @@ int sm_load_init(struct sm *m, uint32_t nshards)
 	if (!c)
 		return STATUS_NO_MEMORY;
 	if (config_append(m, c)) {
-		config_free(c);
+		sm_config_free(c);
 		return STATUS_NO_MEMORY;
 	}
 	m->nshards = nshards;
@@ -654,25 +659,14 @@ int sm_load_config(struct sm *m, const Skv__Config *pc)
 {
 	char err[128];
 	if (m->nshards == 0 || pc->num != sm_latest_num(m) + 1 ||
-	    pc->n_shards != m->nshards ||
-	    sm_config_proto_check(pc, err, sizeof(err)))
+	    pc->n_shards != m->nshards)
 		return STATUS_INVALID_ARGUMENT;
-	struct sm_config *c = config_new(m->nshards, pc->n_groups);
-	if (!c)
-		return STATUS_NO_MEMORY;
-	c->num = pc->num;
-	memcpy(c->shards, pc->shards, m->nshards * sizeof(*c->shards));
-	for (size_t g = 0; g < pc->n_groups; g++) {
-		c->n_groups++;
-		if (group_set(&c->groups[g], pc->groups[g]->gid,
-			      pc->groups[g]->servers,
-			      pc->groups[g]->n_servers)) {
-			config_free(c);
-			return STATUS_NO_MEMORY;
-		}
-	}
+	struct sm_config *c;
+	int rc = sm_config_from_proto(pc, &c, err, sizeof(err));
+	if (rc)
+		return rc;
 	if (config_append(m, c)) {
-		config_free(c);
+		sm_config_free(c);
 		return STATUS_NO_MEMORY;
 	}
 	return STATUS_OK;
@@ -715,6 +709,35 @@ int sm_config_to_proto(const struct sm_config *c, Skv__Config *out)
 	out->n_groups = c->n_groups;
 	out->groups = gp;
 	return STATUS_OK;
+}
+
+int sm_config_from_proto(const Skv__Config *pc, struct sm_config **out,
+			 char *err, size_t cap)
+{
+	*out = NULL;
+	int rc = sm_config_proto_check(pc, err, cap);
+	if (rc)
+		return rc;
+	struct sm_config *c = config_new((uint32_t)pc->n_shards, pc->n_groups);
+	if (!c)
+		goto err_nomem;
+	c->num = pc->num;
+	memcpy(c->shards, pc->shards, pc->n_shards * sizeof(*c->shards));
+	for (size_t g = 0; g < pc->n_groups; g++) {
+		c->n_groups++;
+		if (group_set(&c->groups[g], pc->groups[g]->gid,
+			      pc->groups[g]->servers,
+			      pc->groups[g]->n_servers)) {
+			sm_config_free(c);
+			goto err_nomem;
+		}
+	}
+	*out = c;
+	return STATUS_OK;
+
+err_nomem:
+	snprintf(err, cap, "out of memory copying the configuration");
+	return STATUS_NO_MEMORY;
 }
 
 void sm_config_proto_release(Skv__Config *out)

@@ -151,6 +151,14 @@ int sm_load_dedup(struct sm *m, uint64_t client_id, uint64_t seq,
 int sm_config_to_proto(const struct sm_config *c, Skv__Config *out);
 void sm_config_proto_release(Skv__Config *out);
 
+/* Copies a received configuration into *out (the caller's:
+ * sm_config_free) after sm_config_proto_check. STATUS_OK,
+ * INVALID_ARGUMENT (reason in err[0..cap)) or NO_MEMORY. */
+int sm_config_from_proto(const Skv__Config *pc, struct sm_config **out,
+			 char *err, size_t cap);
+/* Frees a configuration from sm_config_from_proto. NULL ok. */
+void sm_config_free(struct sm_config *c);
+
 /* Checks a received configuration: nshards entries, groups sorted and
  * unique, gids and addresses within limits, every shard on 0 or a listed
  * group. STATUS_OK or INVALID_ARGUMENT with the reason. */

@@ -1412,7 +1412,7 @@ Test(smclerk, redirects_joins_and_queries, .timeout = 120)
 	cr_assert_eq(res.config->n_groups, 1);
 	cr_assert_eq(res.config->groups[0].gid, 100);
 	cr_assert_eq(res.config->shards[0], 100);
-	smclerk_config_free(res.config);
+	sm_config_free(res.config);
 	cr_assert_eq(f.calls[0], 1, "asked the follower once, then the "
 				    "leader for the join and the query");
 
@@ -1420,7 +1420,7 @@ Test(smclerk, redirects_joins_and_queries, .timeout = 120)
 		     res.error);
 	cr_assert_eq(res.config->num, 1);
 	cr_assert_str_eq(res.config->groups[0].servers[0], "g100:1");
-	smclerk_config_free(res.config);
+	sm_config_free(res.config);
 	cr_assert_eq(f.calls[0], 1, "the leader is remembered");
 
 	cr_assert_eq(smclerk_move(k, 1, 999, 20000, &res),
@@ -1446,7 +1446,7 @@ static void *query_loop(void *arg)
 		if (smclerk_query(t->k, -1, 20000, &res) == STATUS_OK &&
 		    res.config)
 			t->ok++;
-		smclerk_config_free(res.config);
+		sm_config_free(res.config);
 	}
 	return NULL;
 }
