@@ -13,13 +13,11 @@
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <ftw.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +30,7 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "common/store/store.h"
+#include "tests/port.h"
 
 #define N 3
 
@@ -188,19 +187,6 @@ static const struct raft_fsm_ops fsm_ops = {
 
 static struct bnode nodes[N];
 static char addrs[N][32];
-
-static int reserve_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) ||
-	    getsockname(s, (struct sockaddr *)&a, &len))
-		die("port", "cannot bind 127.0.0.1:0");
-	close(s);
-	return ntohs(a.sin_port);
-}
 
 static void *loop_thread(void *arg)
 {
@@ -426,7 +412,7 @@ int main(int argc, char **argv)
 		die(tmp, "mkdtemp failed");
 	for (int i = 0; i < N; i++) {
 		nodes[i].id = (uint32_t)(i + 1);
-		nodes[i].port = reserve_port();
+		nodes[i].port = test_port_reserve();
 		snprintf(nodes[i].path, sizeof(nodes[i].path), "%s/node%d", tmp,
 			 i + 1);
 		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d",

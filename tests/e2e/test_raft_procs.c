@@ -29,7 +29,6 @@
 #include <criterion/logging.h>
 #include <errno.h>
 #include <ftw.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +52,7 @@
 #include "common/status.h"
 #include "common/store/store.h"
 #include "tests/store_dump.h"
+#include "tests/port.h"
 
 #define N 3
 #define DEADLINE_MS 30000
@@ -348,19 +347,6 @@ static void pause_poll(void)
 {
 	struct timespec ts = {0, POLL_MS * 1000L * 1000L};
 	nanosleep(&ts, NULL);
-}
-
-static int reserve_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	cr_assert_geq(s, 0);
-	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-	close(s);
-	return ntohs(a.sin_port);
 }
 
 static void close_fds(struct proc *p)
@@ -699,7 +685,7 @@ static void setup(void)
 		snprintf(procs[i].dir, sizeof(procs[i].dir), "%s/node%d",
 			 tmpdir, i + 1);
 		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d",
-			 reserve_port());
+			 test_port_reserve());
 	}
 }
 

@@ -26,7 +26,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -34,13 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/monotime.h"
+#include "tests/port.h"
 
 #ifndef SHARDMASTER_BIN
 #error "SHARDMASTER_BIN must name the shardmaster program"
@@ -82,19 +81,6 @@ static void pause_poll(void)
 {
 	struct timespec ts = {0, POLL_MS * 1000L * 1000L};
 	nanosleep(&ts, NULL);
-}
-
-static int reserve_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	cr_assert_geq(s, 0);
-	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-	close(s);
-	return ntohs(a.sin_port);
 }
 
 /* The last `cap - 1` bytes of a file, for failure messages. */
@@ -599,7 +585,7 @@ static void setup(void)
 			 tmpdir, i + 1);
 		off += (size_t)snprintf(peers + off, sizeof(peers) - off,
 					"%s127.0.0.1:%d", i ? "," : "",
-					reserve_port());
+					test_port_reserve());
 	}
 }
 
@@ -706,8 +692,8 @@ Test(sm_procs, refuses_a_data_dir_that_is_not_its_own)
 {
 	/* A one-replica shard master creates its directory, then stops. */
 	char one[64], two[128], dir[160];
-	snprintf(one, sizeof(one), "127.0.0.1:%d", reserve_port());
-	snprintf(two, sizeof(two), "%s,127.0.0.1:%d", one, reserve_port());
+	snprintf(one, sizeof(one), "127.0.0.1:%d", test_port_reserve());
+	snprintf(two, sizeof(two), "%s,127.0.0.1:%d", one, test_port_reserve());
 	struct proc *p = &procs[0];
 	snprintf(peers, sizeof(peers), "%s", one);
 	proc_start(p);

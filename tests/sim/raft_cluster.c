@@ -651,27 +651,38 @@ static void st_send(void *arg, struct raft_msg *m)
 		 m->bytes.len);
 }
 
-static void st_process(struct node *nd)
+int raft_cluster_replica_drain(struct raft_replica *rep, uint64_t now_ms,
+			       raft_send_fn send, void *arg, const char **why)
 {
-	struct raft_cluster *c = nd->c;
 	struct raft_replica_stats st;
 	uint64_t before;
 	int rounds = 0;
 	do {
-		raft_replica_stats(nd->rep, &st);
+		raft_replica_stats(rep, &st);
 		before = st.readies;
-		if (raft_replica_process(nd->rep, sim_now_ms(c->sim), st_send,
-					 nd)) {
-			fail(c, "node %u: %s", nd->id,
-			     raft_replica_errmsg(nd->rep));
-			return;
+		int rc = raft_replica_process(rep, now_ms, send, arg);
+		if (rc) {
+			*why = raft_replica_errmsg(rep);
+			return rc;
 		}
-		raft_replica_stats(nd->rep, &st);
+		raft_replica_stats(rep, &st);
 		if (++rounds > 10000) {
-			fail(c, "node %u: ready never settles", nd->id);
-			return;
+			*why = "ready never settles";
+			return STATUS_INTERNAL;
 		}
 	} while (st.readies != before);
+	return STATUS_OK;
+}
+
+static void st_process(struct node *nd)
+{
+	struct raft_cluster *c = nd->c;
+	const char *why;
+	if (raft_cluster_replica_drain(nd->rep, sim_now_ms(c->sim), st_send,
+				       nd, &why)) {
+		fail(c, "node %u: %s", nd->id, why);
+		return;
+	}
 	uint64_t snap = raft_snapshot_index(nd->r);
 	if (snap < nd->max_snapshot_index && snap < raft_applied_index(nd->r))
 		fail(c, "node %u snapshot index goes back to %" PRIu64, nd->id,

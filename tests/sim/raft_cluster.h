@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "common/raft/raft.h"
+#include "common/raft/replica.h"
 #include "tests/sim/sim.h"
 
 struct raft_cluster;
@@ -123,6 +124,14 @@ size_t raft_cluster_max_log_bytes(const struct raft_cluster *c);
 uint64_t raft_cluster_max_applied(const struct raft_cluster *c);
 /* The highest snapshot index any node installed or took. */
 uint64_t raft_cluster_snapshot_index(const struct raft_cluster *c, uint32_t id);
+
+/* Processes `rep` until it has no ready left: the simulator has no
+ * event loop to come back next turn, so a host handles every ready of an
+ * event at once. STATUS_OK, or the replica's error (or STATUS_INTERNAL
+ * when readies never stop coming) with *why saying which. Used by every
+ * simulated host of a replica. */
+int raft_cluster_replica_drain(struct raft_replica *rep, uint64_t now_ms,
+			       raft_send_fn send, void *arg, const char **why);
 
 /* Label of a Raft message for the simulator's trace. */
 void raft_cluster_format(void *arg, uint32_t type, const void *bytes,

@@ -199,25 +199,12 @@ static void srv_process(struct server *s)
 {
 	struct sm_cluster *c = s->c;
 	for (int pass = 0; pass < 2 && s->rep; pass++) {
-		struct raft_replica_stats st;
-		uint64_t before;
-		int rounds = 0;
-		do {
-			raft_replica_stats(s->rep, &st);
-			before = st.readies;
-			if (raft_replica_process(s->rep, sim_now_ms(c->sim),
-						 srv_send, s)) {
-				fail(c, "replica %u: %s", s->id,
-				     raft_replica_errmsg(s->rep));
-				return;
-			}
-			raft_replica_stats(s->rep, &st);
-			if (++rounds > 10000) {
-				fail(c, "replica %u: ready never settles",
-				     s->id);
-				return;
-			}
-		} while (st.readies != before);
+		const char *why;
+		if (raft_cluster_replica_drain(s->rep, sim_now_ms(c->sim),
+					       srv_send, s, &why)) {
+			fail(c, "replica %u: %s", s->id, why);
+			return;
+		}
 		/* May answer requests or propose Init: then go again. */
 		sm_service_after_process(s->svc);
 	}

@@ -6,12 +6,10 @@
  * is a condition with a deadline, which only guards against hangs. */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +23,7 @@
 #include "common/status.h"
 #include "common/store/store.h"
 #include "tests/store_dump.h"
+#include "tests/port.h"
 
 #define N 3
 #define DEADLINE_MS 30000
@@ -165,20 +164,6 @@ struct tnode {
 static struct store_memenv *env;
 static struct tnode nodes[N];
 static char addrs[N][32];
-
-/* A free port: bound, then released for the node's server. */
-static int reserve_port(void)
-{
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	cr_assert_geq(s, 0);
-	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-	close(s);
-	return ntohs(a.sin_port);
-}
 
 static void *loop_thread(void *arg)
 {
@@ -478,7 +463,7 @@ static void setup(void)
 	cr_assert_not_null(env);
 	for (int i = 0; i < N; i++) {
 		nodes[i].id = (uint32_t)(i + 1);
-		nodes[i].port = reserve_port();
+		nodes[i].port = test_port_reserve();
 		snprintf(nodes[i].path, sizeof(nodes[i].path), "/node%d",
 			 i + 1);
 		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d",
