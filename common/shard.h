@@ -11,6 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Limits of the data a client can store, enforced by the clerk (before
+ * sending) and by the servers (at apply time: an Append that would make a
+ * value longer than SHARD_VALUE_BYTES_MAX is refused with TOO_LARGE and
+ * changes nothing). Keys are 1..SHARD_KEY_BYTES_MAX bytes, any bytes. */
+#define SHARD_KEY_BYTES_MAX 4096
+#define SHARD_VALUE_BYTES_MAX (1u << 20)
+
 uint32_t shard_hash(const void *key, size_t len);
 
 /* nshards must be > 0. */

@@ -1318,8 +1318,12 @@ bool raft_ready(struct raft *r, struct raft_ready *rd)
 	rd->msgs = r->msgs;
 	rd->n_msgs = r->n_msgs;
 	uint64_t from;
-	size_t n;
-	committed_range(r, &from, &n);
+	size_t n = 0;
+	/* A ready that installs a snapshot applies nothing after it: the
+	 * state machine reloads from the installed state (fsm restore)
+	 * before it applies the next entry, in the next ready. */
+	if (!(r->has_chunk && r->chunk.done))
+		committed_range(r, &from, &n);
 	if (n > 0) {
 		rd->committed = entry_at(r, from);
 		rd->n_committed = n;

@@ -218,7 +218,9 @@ struct raft_ready {
 	struct raft_msg *msgs;
 	size_t n_msgs;
 
-	/* Committed entries to apply, in order, after the snapshot if any. */
+	/* Committed entries to apply, in order. Never together with a
+	 * finished snapshot (snapshot_chunk.done): those come in a later
+	 * ready, once the state machine has reloaded from the snapshot. */
 	const struct raft_entry *committed;
 	size_t n_committed;
 
