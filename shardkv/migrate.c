@@ -347,6 +347,10 @@ static void poll_finish(struct skv_migrate *m, uint64_t now_ms)
 	m->next_poll_ms = now_ms + m->poll_ms;
 	if (status != STATUS_OK || !rep || !rep->config)
 		return;
+	/* Found the next one: there may be more behind it, so ask again as
+	 * soon as it has applied (a group catching up walks them fast). */
+	if (rep->config->num == want)
+		m->next_poll_ms = now_ms;
 	const Skv__Config *c = rep->config;
 	if (!m->leader || !m->stable || c->num != want ||
 	    want != m->cur_num + 1 || m->proposed_config == want)

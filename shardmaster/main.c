@@ -1,8 +1,8 @@
 /*
  * shardmaster: the program running one shard-master replica (server.h)
  * until SIGINT or SIGTERM. The signals are blocked in every thread and
- * taken with sigwait on the main thread, so shutdown runs as ordinary
- * code, never inside a signal handler.
+ * taken with sigwait on the main thread (common/host.h), so shutdown
+ * runs as ordinary code, never inside a signal handler.
  *
  * Exit status: 0 after a clean stop, 1 when it cannot start (the reason
  * on one line), 2 for bad flags.
@@ -14,10 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/addrs.h"
 #include "common/flags.h"
+#include "common/host.h"
 #include "common/log.h"
 #include "common/mem.h"
-#include "common/monotime.h"
 #include "common/status.h"
 #include "shardmaster/server.h"
 #include "shardmaster/sm.h"
@@ -70,45 +71,6 @@ static void usage(const struct flag *flags, size_t n, FILE *out)
 		"  shardctl --masters $P query\n");
 }
 
-static int bad_usage(const char *msg)
-{
-	fprintf(stderr, PROG ": %s\n", msg);
-	if (!strstr(msg, "--help"))
-		fprintf(stderr, "run '" PROG " --help' for usage\n");
-	return 2;
-}
-
-/* Splits a comma-separated list in place (spaces around entries are
- * dropped); false with a reason on bad input. */
-static bool split_peers(char *list, struct sm_server_opts *o, char *err,
-			size_t cap)
-{
-	o->n_peers = 0;
-	for (char *p = list;;) {
-		char *comma = strchr(p, ',');
-		if (comma)
-			*comma = 0;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		char *end = p + strlen(p);
-		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = 0;
-		if (!*p) {
-			snprintf(err, cap, "--peers: empty address in the list");
-			return false;
-		}
-		if (o->n_peers == RAFT_MAX_NODES) {
-			snprintf(err, cap, "--peers: more than %d addresses",
-				 RAFT_MAX_NODES);
-			return false;
-		}
-		o->peers[o->n_peers++] = p;
-		if (!comma)
-			return true;
-		p = comma + 1;
-	}
-}
-
 static bool flag_seen(const struct flag *flags, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++)
@@ -157,46 +119,28 @@ int main(int argc, char **argv)
 	struct sm_server_opts o = {0};
 	char *peer_list = NULL;
 	enum log_level lvl;
-	int code = 0;
 
-	int rc = flags_parse(flags, nflags, argc, argv, &res, err,
-			     sizeof(err));
-	if (rc != STATUS_OK) {
-		code = bad_usage(err);
+	int code = host_parse_args(PROG, flags, nflags, argc, argv, &res,
+				   usage, &level, &lvl);
+	if (code >= 0)
 		goto out;
-	}
-	if (res.help) {
-		usage(flags, nflags, stdout);
-		goto out;
-	}
-	if (res.first_arg < argc) {
-		snprintf(err, sizeof(err), "unexpected argument '%s'",
-			 argv[res.first_arg]);
-		code = bad_usage(err);
-		goto out;
-	}
-	if (log_level_parse(level, &lvl) != 0) {
-		snprintf(err, sizeof(err),
-			 "--log-level: '%s' is not debug, info, warn or error",
-			 level);
-		code = bad_usage(err);
-		goto out;
-	}
+	code = 0;
 	peer_list = mem_strdup(peers);
 	if (!peer_list) {
 		fprintf(stderr, PROG ": out of memory\n");
 		code = 1;
 		goto out;
 	}
-	if (!split_peers(peer_list, &o, err, sizeof(err))) {
-		code = bad_usage(err);
+	if (!addrs_split(peer_list, "--peers", o.peers, RAFT_MAX_NODES,
+			 &o.n_peers, err, sizeof(err))) {
+		code = host_usage_error(PROG, err);
 		goto out;
 	}
 	if (id > o.n_peers) {
 		snprintf(err, sizeof(err),
 			 "--id %llu, but --peers lists %zu replicas",
 			 (unsigned long long)id, o.n_peers);
-		code = bad_usage(err);
+		code = host_usage_error(PROG, err);
 		goto out;
 	}
 	o.id = (uint32_t)id;
@@ -212,29 +156,20 @@ int main(int argc, char **argv)
 
 	char tag[16];
 	snprintf(tag, sizeof(tag), "sm%u", o.id);
-	log_set_node(tag);
-	log_set_clock(monotime_log_clock, NULL);
-	log_set_level(lvl);
+	host_log_setup(tag, lvl);
 
 	/* Before any thread exists, so that every thread inherits the mask
-	 * and only sigwait below takes these signals. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	 * and only host_wait_signal below takes these signals. */
+	host_block_signals();
 
 	struct sm_server *s;
-	rc = sm_server_start(&o, &s, err, sizeof(err));
+	int rc = sm_server_start(&o, &s, err, sizeof(err));
 	if (rc != STATUS_OK) {
 		fprintf(stderr, PROG ": %s\n", err);
 		code = 1;
 		goto out;
 	}
-	int sig = 0;
-	while (sigwait(&set, &sig) != 0)
-		;
+	int sig = host_wait_signal();
 	log_info("main", "%s: shutting down",
 		 sig == SIGINT ? "SIGINT" : "SIGTERM");
 	sm_server_stop_free(s);

@@ -12,7 +12,8 @@ pure=(
   common/status.c common/mem.c common/log.c common/buf.c common/shard.c
   common/flags.c common/codec.c common/raft/raft.c
   shardmaster/sm.c shardmaster/rebalance.c clerk/retry.c clerk/sm_core.c
-  shardkv/kv.c shardkv/migrate.c
+  clerk/kv_core.c shardkv/kv.c shardkv/migrate.c tests/lin/lin.c
+  common/addrs.c
 )
 
 forbidden='#[[:space:]]*include[[:space:]]*<(pthread\.h|time\.h|sys/time\.h|threads\.h|grpc/|rocksdb/|sys/socket\.h|netinet/|arpa/|unistd\.h|sys/random\.h)'

@@ -1,0 +1,406 @@
+/*
+ * Implementation notes. A request crosses threads once, in one
+ * allocation (`struct incoming`: gRPC thread -> loop). `stopped` is
+ * loop-side state: set by the stop event, it makes every later request
+ * refused at once; the stop event is posted before the rpc server shuts
+ * down and the loop stops, so it runs either on the loop or in
+ * loop_drain, and any request event it races with sees loop_stopping().
+ */
+#include "common/host.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/codec.h"
+#include "common/held.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/monotime.h"
+#include "common/status.h"
+
+#define METHODS_MAX 16
+
+struct method_ctx {
+	struct host *h;
+	int method;
+};
+
+struct host {
+	const char *mod;
+	const struct host_ops *ops;
+	void *ctx;
+	struct loop *loop;
+	struct rpc_server *srv;
+	struct rpc_client *cli;
+	pthread_t thread;
+	bool thread_running;
+	bool stop_done; /* host_stop returned */
+	int port;
+	uint32_t id;
+	char *peers[RAFT_MAX_NODES];
+	size_t n_peers;
+	struct method_ctx methods[METHODS_MAX];
+	size_t n_methods;
+
+	/* Loop thread only (or after the loop stopped). */
+	struct loop_event stop_ev;
+	bool stopped;
+	struct held_map held;
+	uint32_t leader_seen;
+	uint64_t term_seen;
+};
+
+/* A decoded request on its way to the loop. */
+struct incoming {
+	struct loop_event ev;
+	struct host *h;
+	int method;
+	struct rpc_call *call;
+	ProtobufCMessage *req;
+};
+
+static void incoming_run(struct loop_event *ev)
+{
+	struct incoming *in = (struct incoming *)ev;
+	struct host *h = in->h;
+	uint64_t token;
+
+	if (h->stopped || loop_stopping(h->loop))
+		h->ops->refuse(h->ctx, in->method, in->call, STATUS_SHUTDOWN,
+			       "server shutting down");
+	else if (held_add(&h->held, in->call, in->method, &token) !=
+		 STATUS_OK)
+		rpc_call_fail(in->call, STATUS_NO_MEMORY, "out of memory");
+	else
+		h->ops->request(h->ctx, token, in->method, in->req);
+	codec_free(in->req);
+	mem_free(in);
+}
+
+/* rpc_handler_fn: gRPC server thread, never blocks. */
+static void on_request(void *arg, struct rpc_call *call, ProtobufCMessage *req)
+{
+	struct method_ctx *mc = arg;
+	struct incoming *in = mem_alloc(sizeof(*in));
+	if (!in) {
+		rpc_call_fail(call, STATUS_NO_MEMORY, "out of memory");
+		codec_free(req);
+		return;
+	}
+	*in = (struct incoming){.ev.fn = incoming_run,
+				.h = mc->h,
+				.method = mc->method,
+				.call = call,
+				.req = req};
+	loop_post(mc->h->loop, &in->ev);
+}
+
+static void on_turn(void *arg)
+{
+	struct host *h = arg;
+	if (!h->stopped)
+		h->ops->turn(h->ctx);
+}
+
+static void stop_run(struct loop_event *ev)
+{
+	struct host *h =
+		(struct host *)(void *)((char *)ev -
+					offsetof(struct host, stop_ev));
+	h->stopped = true;
+	h->ops->stop(h->ctx);
+}
+
+static void *loop_thread(void *arg)
+{
+	loop_run(arg);
+	return NULL;
+}
+
+int host_new(const struct host_opts *o, struct host **out, char *err,
+	     size_t cap)
+{
+	*out = NULL;
+	struct host *h = mem_calloc(1, sizeof(*h));
+	if (!h)
+		goto nomem;
+	h->mod = o->log_mod;
+	h->ops = o->ops;
+	h->ctx = o->ctx;
+	h->id = o->id;
+	for (size_t i = 0; i < o->n_peers && i < RAFT_MAX_NODES; i++) {
+		h->peers[h->n_peers] = mem_strdup(o->peers[i]);
+		if (!h->peers[h->n_peers])
+			goto nomem;
+		h->n_peers++;
+	}
+	h->loop = loop_new();
+	h->srv = rpc_server_new(NULL);
+	h->cli = rpc_client_new(NULL);
+	if (!h->loop || !h->srv || !h->cli)
+		goto nomem;
+	loop_set_turn_hook(h->loop, on_turn, h);
+	*out = h;
+	return STATUS_OK;
+nomem:
+	snprintf(err, cap, "out of memory");
+	if (h) {
+		/* Nothing ran or was posted yet. */
+		rpc_client_free(h->cli);
+		h->cli = NULL;
+		h->stop_done = true;
+		host_free(h);
+	}
+	return STATUS_NO_MEMORY;
+}
+
+int host_add_method(struct host *h, const char *path,
+		    const ProtobufCMessageDescriptor *req, int method,
+		    char *err, size_t cap)
+{
+	if (h->n_methods == METHODS_MAX) {
+		snprintf(err, cap, "cannot register %s: too many methods",
+			 path);
+		return STATUS_INVALID_ARGUMENT;
+	}
+	struct method_ctx *mc = &h->methods[h->n_methods];
+	*mc = (struct method_ctx){h, method};
+	int rc = rpc_server_add_method(h->srv, path, req, on_request, mc);
+	if (rc != STATUS_OK) {
+		snprintf(err, cap, "cannot register %s: %s", path,
+			 status_str(rc));
+		return rc;
+	}
+	h->n_methods++;
+	return STATUS_OK;
+}
+
+int host_start(struct host *h, const char *listen, char *err, size_t cap)
+{
+	int rc = rpc_server_start(h->srv, listen, &h->port, err, cap);
+	if (rc != STATUS_OK)
+		return rc;
+	if (pthread_create(&h->thread, NULL, loop_thread, h->loop) != 0) {
+		snprintf(err, cap, "cannot start the loop thread");
+		return STATUS_NO_MEMORY;
+	}
+	h->thread_running = true;
+	return STATUS_OK;
+}
+
+int host_port(const struct host *h)
+{
+	return h->port;
+}
+
+struct loop *host_loop(struct host *h)
+{
+	return h->loop;
+}
+
+struct rpc_server *host_server(struct host *h)
+{
+	return h->srv;
+}
+
+struct rpc_client *host_client(struct host *h)
+{
+	return h->cli;
+}
+
+uint64_t host_now_ms(const struct host *h)
+{
+	return loop_now_us(h->loop) / 1000;
+}
+
+bool host_stopped(const struct host *h)
+{
+	return h->stopped;
+}
+
+void host_reply(struct host *h, uint64_t token, const ProtobufCMessage *reply)
+{
+	struct rpc_call *call = held_take(&h->held, token, NULL);
+	if (!call) {
+		log_warn(h->mod, "reply for unknown token %" PRIu64 " dropped",
+			 token);
+		return;
+	}
+	rpc_call_reply(call, reply);
+}
+
+void host_log_leader(struct host *h, const struct raft *r)
+{
+	uint32_t leader = raft_leader(r);
+	uint64_t term = raft_term(r);
+	if (!leader || (leader == h->leader_seen && term == h->term_seen))
+		return;
+	h->leader_seen = leader;
+	h->term_seen = term;
+	if (leader == h->id)
+		log_info(h->mod, "node %u leads (term %" PRIu64 ")", h->id,
+			 term);
+	else
+		log_info(h->mod, "node %u (%s) leads (term %" PRIu64 ")",
+			 leader,
+			 leader <= h->n_peers ? h->peers[leader - 1] : "?",
+			 term);
+}
+
+void host_stop(struct host *h)
+{
+	if (h->stop_done)
+		return;
+	h->stop_done = true;
+	if (h->loop) {
+		h->stop_ev.fn = stop_run;
+		loop_post(h->loop, &h->stop_ev);
+	}
+	if (h->srv)
+		rpc_server_shutdown(h->srv);
+	if (h->loop) {
+		loop_stop(h->loop);
+		if (h->thread_running)
+			pthread_join(h->thread, NULL);
+		h->thread_running = false;
+		loop_drain(h->loop);
+	}
+	/* The loop is gone: this thread owns its state now. Nothing should
+	 * be held; answer it anyway rather than leak a call. */
+	uint64_t token;
+	int method;
+	struct rpc_call *call;
+	while ((call = held_take_any(&h->held, &token, &method))) {
+		log_warn(h->mod, "call %" PRIu64 " unanswered at shutdown",
+			 token);
+		h->ops->refuse(h->ctx, method, call, STATUS_SHUTDOWN,
+			       "server shutting down");
+	}
+	held_free(&h->held);
+	/* Cancels what is in flight; its callbacks may still have posted
+	 * to the loop: run that too (they see the host stopped). */
+	rpc_client_free(h->cli);
+	h->cli = NULL;
+	if (h->loop)
+		loop_drain(h->loop);
+}
+
+void host_free(struct host *h)
+{
+	if (!h)
+		return;
+	host_stop(h);
+	rpc_server_free(h->srv);
+	loop_free(h->loop);
+	for (size_t i = 0; i < h->n_peers; i++)
+		mem_free(h->peers[i]);
+	mem_free(h);
+}
+
+uint64_t host_seed(uint64_t salt)
+{
+	uint64_t seed = 0;
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
+		seed = monotime_now_ns() ^ ((uint64_t)getpid() << 32);
+	return seed ^ salt;
+}
+
+int host_check_peers(const char *const *peers, size_t n, uint32_t id,
+		     size_t addr_max, char *err, size_t cap)
+{
+	if (n < 1 || n > RAFT_MAX_NODES) {
+		snprintf(err, cap, "%zu replicas; 1 to %d allowed", n,
+			 RAFT_MAX_NODES);
+		return STATUS_INVALID_ARGUMENT;
+	}
+	if (id < 1 || id > n) {
+		snprintf(err, cap, "id %u is not in 1..%zu (one per peer)", id,
+			 n);
+		return STATUS_INVALID_ARGUMENT;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *p = peers[i];
+		if (!p || !*p || strlen(p) > addr_max || !strchr(p, ':')) {
+			snprintf(err, cap,
+				 "peer %zu: '%s' is not a host:port address",
+				 i + 1, p ? p : "");
+			return STATUS_INVALID_ARGUMENT;
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (!strcmp(p, peers[j])) {
+				snprintf(err, cap,
+					 "peers %zu and %zu are both %s", j + 1,
+					 i + 1, p);
+				return STATUS_INVALID_ARGUMENT;
+			}
+		}
+	}
+	return STATUS_OK;
+}
+
+int host_usage_error(const char *prog, const char *msg)
+{
+	fprintf(stderr, "%s: %s\n", prog, msg);
+	if (!strstr(msg, "--help"))
+		fprintf(stderr, "run '%s --help' for usage\n", prog);
+	return 2;
+}
+
+int host_parse_args(const char *prog, struct flag *flags, size_t n, int argc,
+		    char **argv, struct flags_result *res,
+		    void (*usage)(const struct flag *flags, size_t n,
+				  FILE *out),
+		    const char *const *level, enum log_level *lvl)
+{
+	char err[768];
+	if (flags_parse(flags, n, argc, argv, res, err, sizeof(err)) !=
+	    STATUS_OK)
+		return host_usage_error(prog, err);
+	if (res->help) {
+		usage(flags, n, stdout);
+		return 0;
+	}
+	if (res->first_arg < argc) {
+		snprintf(err, sizeof(err), "unexpected argument '%s'",
+			 argv[res->first_arg]);
+		return host_usage_error(prog, err);
+	}
+	if (log_level_parse(*level, lvl) != 0) {
+		snprintf(err, sizeof(err),
+			 "--log-level: '%s' is not debug, info, warn or error",
+			 *level);
+		return host_usage_error(prog, err);
+	}
+	return -1;
+}
+
+void host_log_setup(const char *node, enum log_level lvl)
+{
+	log_set_node(node);
+	log_set_clock(monotime_log_clock, NULL);
+	log_set_level(lvl);
+}
+
+static sigset_t stop_signals;
+
+void host_block_signals(void)
+{
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+int host_wait_signal(void)
+{
+	int sig = 0;
+	while (sigwait(&stop_signals, &sig) != 0)
+		;
+	return sig;
+}
