@@ -465,7 +465,7 @@ static void kv_all(const char *cmd, int from, int to, const char *suffix,
 			     "kvcli %s %s: exit %d, not %d: %s", cmd, keys[i],
 			     runs[k].rc, want, runs[k].err);
 		if (!strcmp(cmd, "put")) {
-			snprintf(values[i], sizeof(values[i]), "%s", vals[k]);
+			snprintf(values[i], sizeof(values[i]), "%.200s", vals[k]);
 			present[i] = true;
 		} else if (!strcmp(cmd, "append")) {
 			cr_assert_lt(strlen(values[i]) + strlen(vals[k]),
