@@ -606,6 +606,21 @@ static void schedule(struct op *op, uint64_t now_ms, uint64_t delay_ms)
 	op->send_at_ms = add_ms(now_ms, delay_ms);
 }
 
+/* An attempt got no usable answer: the op tries the group's next server,
+ * with a backoff after each full round. A round in which no server of
+ * the group answered also asks for a newer configuration: the group may
+ * have left (and be gone for good) while another serves the shard, which
+ * no reply of the old group would ever say. The op is routed again by
+ * whatever configuration is cached at its next attempt. */
+static uint64_t op_failed(struct clerk_kv_core *c, struct op *op)
+{
+	uint32_t rounds = op->retry.rounds;
+	uint64_t delay = clerk_retry_failed(&op->retry, op->server);
+	if (op->retry.rounds != rounds && c->config)
+		want_config(c, c->config->num + 1);
+	return delay;
+}
+
 /* Routes `op` by the cached configuration: its shard's group, whose
  * leader memory it starts from when the group is new to it. NULL when
  * no group serves the shard (the op then waits for a configuration). */
@@ -803,8 +818,7 @@ static void op_on_reply(struct clerk_kv_core *c, struct op *op,
 		snprintf(op->why, sizeof(op->why),
 			 "no answer from group %llu (last: %s from %s)", gid,
 			 status_name(status ? status : STATUS_INTERNAL), addr);
-		schedule(op, now_ms, clerk_retry_failed(&op->retry,
-							op->server));
+		schedule(op, now_ms, op_failed(c, op));
 		return;
 	}
 	int st = (int)r->status;
@@ -825,8 +839,7 @@ static void op_on_reply(struct clerk_kv_core *c, struct op *op,
 			 "group %llu cannot serve shard %u yet (last: %s from "
 			 "%s)",
 			 gid, op->shard, status_name(st), addr);
-		schedule(op, now_ms, clerk_retry_failed(&op->retry,
-							op->server));
+		schedule(op, now_ms, op_failed(c, op));
 		return;
 	default:
 		break;
@@ -896,8 +909,7 @@ void clerk_kv_core_tick(struct clerk_kv_core *c, uint64_t now_ms)
 			 "no answer from group %llu (last: attempt timed out "
 			 "at %s)",
 			 (unsigned long long)op->gid, attempt_addr(op, g));
-		schedule(op, now_ms, clerk_retry_failed(&op->retry,
-							op->server));
+		schedule(op, now_ms, op_failed(c, op));
 	}
 	if (c->cfg_in_flight && now_ms >= c->cfg_attempt_deadline_ms) {
 		snprintf(c->cfg_why, sizeof(c->cfg_why),

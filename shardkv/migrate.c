@@ -521,7 +521,9 @@ static void pull_done(struct skv_migrate *m, uint64_t now_ms, struct task *t,
 	    (r->more && r->n_data == 0)) {
 		if (status == STATUS_OK && r->status ==
 						   SKV__STATUS__STATUS_NOT_FOUND)
-			log_warn("kv", "gid %" PRIu64 ": shard %" PRIu32
+			/* Normal after a leader change: the insert was
+			 * committed but not applied here yet. */
+			log_debug("kv", "gid %" PRIu64 ": shard %" PRIu32
 				 " of config %" PRIu64 ": gid %" PRIu64
 				 " says: %s",
 				 m->gid, t->shard, t->config_num, t->from_gid,

@@ -970,6 +970,15 @@ void skv_service_request(struct skv_service *s, uint64_t now_ms,
 		reply_kv(s, token, STATUS_NOT_LEADER, NULL, NULL, 0);
 		return;
 	}
+	if (kr->config_num > skv_config_num(s->kv)) {
+		/* The clerk routes by a newer configuration than this group
+		 * has applied: it is behind, not wrong. */
+		reply_kv(s, token, STATUS_NOT_READY,
+			 "this group has not reached the client's "
+			 "configuration yet",
+			 NULL, 0);
+		return;
+	}
 	if (m == SKV_METHOD_GET)
 		request_get(s, token, kr);
 	else

@@ -156,7 +156,7 @@ static void check_server(struct sm_cluster *c, struct server *s)
 	s->checked = latest + 1;
 }
 
-static void after_step(void *arg)
+void sm_cluster_after_step(void *arg)
 {
 	struct sm_cluster *c = arg;
 	for (size_t i = 0; i < c->o.n_servers; i++)
@@ -465,7 +465,7 @@ struct sm_cluster *sm_cluster_new(struct sim *sim,
 			return NULL;
 		}
 	}
-	sim_set_after_step(sim, after_step, c);
+	sim_set_after_step(sim, sm_cluster_after_step, c);
 	for (size_t i = 0; i < o->n_servers; i++) {
 		struct server *s = &c->srv[i];
 		s->c = c;

@@ -52,6 +52,11 @@ void sm_cluster_free(struct sm_cluster *c);
 
 const char *sm_cluster_failure(const struct sm_cluster *c);
 
+/* The invariant check sm_cluster_new installs as the simulator's
+ * after-step hook (`arg` is the cluster). A host that installs a hook of
+ * its own over the same simulator (kv_cluster) calls this from it. */
+void sm_cluster_after_step(void *arg);
+
 /* Faults on replica `id` (1..n). */
 void sm_cluster_crash(struct sm_cluster *c, uint32_t id);
 void sm_cluster_restart(struct sm_cluster *c, uint32_t id);
