@@ -1,6 +1,7 @@
 #include "common/mem.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,4 +73,24 @@ void mem_fail_after(long n)
 void mem_fail_reset(void)
 {
 	atomic_store(&fail_countdown, 0);
+}
+
+bool mem_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return true;
+	size_t c = *cap ? *cap : 16;
+	while (c < need) {
+		if (c > SIZE_MAX / 2)
+			return false;
+		c *= 2;
+	}
+	if (size && c > SIZE_MAX / size)
+		return false;
+	void *q = mem_realloc(*p, c * size);
+	if (!q)
+		return false;
+	*p = q;
+	*cap = c;
+	return true;
 }

@@ -10,6 +10,7 @@
 #ifndef SKV_COMMON_MEM_H
 #define SKV_COMMON_MEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 void *mem_alloc(size_t n);
@@ -18,6 +19,11 @@ void *mem_realloc(void *p, size_t n);
 char *mem_strdup(const char *s);
 char *mem_strndup(const char *s, size_t n);
 void mem_free(void *p);
+
+/* Makes the array *p (of *cap elements of `size` bytes) hold at least
+ * `need`, doubling from 16; true on success, false (array unchanged)
+ * when out of memory or the size would overflow. */
+bool mem_grow(void **p, size_t *cap, size_t need, size_t size);
 
 /*
  * Test hook: the allocation `n` calls from now fails (1 = the next one),

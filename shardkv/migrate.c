@@ -98,21 +98,6 @@ struct skv_migrate {
 	uint64_t seed;
 };
 
-static bool grow(void **p, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return true;
-	size_t c = *cap ? *cap * 2 : 8;
-	while (c < need)
-		c *= 2;
-	void *q = mem_realloc(*p, c * size);
-	if (!q)
-		return false;
-	*p = q;
-	*cap = c;
-	return true;
-}
-
 /* ---- life cycle ---- */
 
 int skv_migrate_new(const struct skv_migrate_opts *o,
@@ -218,7 +203,7 @@ static void propose(struct skv_migrate *m, const Skv__KvCommand *cmd)
 {
 	if (m->props_head > 0 && m->props_head == m->n_props)
 		props_clear(m);
-	if (!grow((void **)&m->props, &m->cap_props, m->n_props + 1,
+	if (!mem_grow((void **)&m->props, &m->cap_props, m->n_props + 1,
 		  sizeof(*m->props))) {
 		skv_migrate_reset(m);
 		return;
@@ -262,7 +247,7 @@ static int task_add(struct skv_migrate *m, uint64_t now_ms, uint32_t shard,
 		    const struct skv_shard_info *in, enum skv_call kind)
 {
 	if (in->n_from == 0 ||
-	    !grow((void **)&m->tasks, &m->cap_tasks, m->n_tasks + 1,
+	    !mem_grow((void **)&m->tasks, &m->cap_tasks, m->n_tasks + 1,
 		  sizeof(*m->tasks)))
 		return STATUS_NO_MEMORY;
 	struct task *t = &m->tasks[m->n_tasks];
@@ -417,7 +402,7 @@ uint64_t skv_migrate_wake_ms(const struct skv_migrate *m)
 
 static struct outcall *call_new(struct skv_migrate *m, enum skv_call kind)
 {
-	if (!grow((void **)&m->calls, &m->cap_calls, m->n_calls + 1,
+	if (!mem_grow((void **)&m->calls, &m->cap_calls, m->n_calls + 1,
 		  sizeof(*m->calls)))
 		return NULL;
 	struct outcall *c = &m->calls[m->n_calls++];

@@ -140,21 +140,6 @@ struct skv_service {
 	struct skv_service_stats stats;
 };
 
-static bool grow(void **p, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return true;
-	size_t c = *cap ? *cap * 2 : 16;
-	while (c < need)
-		c *= 2;
-	void *q = mem_realloc(*p, c * size);
-	if (!q)
-		return false;
-	*p = q;
-	*cap = c;
-	return true;
-}
-
 /* ---- keys ---- */
 
 static int data_key(struct buf *out, uint32_t shard, const void *key,
@@ -216,7 +201,7 @@ static void overlay_set(struct overlay *o, const void *dkey, size_t dklen,
 {
 	struct overlay_ent *e = overlay_find(o, dkey, dklen);
 	if (!e) {
-		if (!grow((void **)&o->ents, &o->cap, o->n + 1,
+		if (!mem_grow((void **)&o->ents, &o->cap, o->n + 1,
 			  sizeof(*o->ents)))
 			log_fatal("kv", "out of memory applying a batch");
 		e = &o->ents[o->n++];
@@ -251,7 +236,7 @@ static void overlay_clear_shard(struct overlay *o, uint32_t shard)
 		}
 	}
 	o->n = j;
-	if (!grow((void **)&o->cleared, &o->cap_cleared, o->n_cleared + 1,
+	if (!mem_grow((void **)&o->cleared, &o->cap_cleared, o->n_cleared + 1,
 		  sizeof(*o->cleared)))
 		log_fatal("kv", "out of memory applying a batch");
 	o->cleared[o->n_cleared++] = shard;
@@ -734,7 +719,7 @@ static int check_key(const ProtobufCBinaryData *key, const char **why)
 static void request_get(struct skv_service *s, uint64_t token,
 			const Skv__KvRequest *req)
 {
-	if (!grow((void **)&s->reads, &s->cap_reads, s->n_reads + 1,
+	if (!mem_grow((void **)&s->reads, &s->cap_reads, s->n_reads + 1,
 		  sizeof(*s->reads))) {
 		reply_kv(s, token, STATUS_NO_MEMORY, "out of memory", NULL, 0);
 		return;
@@ -761,7 +746,7 @@ static void request_get(struct skv_service *s, uint64_t token,
 static void propose_pending(struct skv_service *s, uint64_t token,
 			    const Skv__KvCommand *cmd, struct pending p)
 {
-	if (!grow((void **)&s->pend, &s->cap_pend, s->n_pend + 1,
+	if (!mem_grow((void **)&s->pend, &s->cap_pend, s->n_pend + 1,
 		  sizeof(*s->pend)) ||
 	    codec_pack(&cmd->base, &s->scratch)) {
 		reply_status(s, token, p.method, STATUS_NO_MEMORY,
@@ -854,7 +839,7 @@ static void request_pull(struct skv_service *s, uint64_t token,
 		size_t kl, vl;
 		const uint8_t *k = store_iter_key(it, &kl);
 		const void *v = store_iter_value(it, &vl);
-		if (!grow((void **)&kvs, &cap, n + 1, sizeof(*kvs)) ||
+		if (!mem_grow((void **)&kvs, &cap, n + 1, sizeof(*kvs)) ||
 		    buf_append(&page, k + 4, kl - 4) ||
 		    buf_append(&page, v, vl)) {
 			rc = STATUS_NO_MEMORY;

@@ -337,21 +337,6 @@ void sm_service_attach(struct sm_service *s, struct raft *r)
 
 /* ---- requests ---- */
 
-static bool grow(void **p, size_t *cap, size_t need, size_t size)
-{
-	if (need <= *cap)
-		return true;
-	size_t c = *cap ? *cap * 2 : 16;
-	while (c < need)
-		c *= 2;
-	void *q = mem_realloc(*p, c * size);
-	if (!q)
-		return false;
-	*p = q;
-	*cap = c;
-	return true;
-}
-
 static void request_query(struct sm_service *s, uint64_t token,
 			  const Skv__QueryRequest *q)
 {
@@ -360,7 +345,7 @@ static void request_query(struct sm_service *s, uint64_t token,
 			   "the shard master is not initialized yet", NULL);
 		return;
 	}
-	if (!grow((void **)&s->reads, &s->cap_reads, s->n_reads + 1,
+	if (!mem_grow((void **)&s->reads, &s->cap_reads, s->n_reads + 1,
 		  sizeof(*s->reads))) {
 		send_reply(s, token, STATUS_NO_MEMORY, "out of memory", NULL);
 		return;
@@ -418,7 +403,7 @@ static void request_update(struct sm_service *s, uint64_t token,
 		send_reply(s, token, rc, err, NULL);
 		return;
 	}
-	if (!grow((void **)&s->pend, &s->cap_pend, s->n_pend + 1,
+	if (!mem_grow((void **)&s->pend, &s->cap_pend, s->n_pend + 1,
 		  sizeof(*s->pend)) ||
 	    codec_pack(&cmd.base, &s->scratch)) {
 		send_reply(s, token, STATUS_NO_MEMORY, "out of memory", NULL);

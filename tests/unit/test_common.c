@@ -1,6 +1,7 @@
 /* Unit tests for the pure base: status, mem, buf, shard hash, flags, log. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,32 @@ Test(mem, injected_failure_hits_nth_allocation)
 	mem_free(a);
 	mem_free(b);
 	mem_free(e);
+}
+
+Test(mem, grow_keeps_contents_and_refuses_what_cannot_fit)
+{
+	int *a = NULL;
+	size_t cap = 0;
+	cr_assert(mem_grow((void **)&a, &cap, 1, sizeof(*a)));
+	cr_assert_eq(cap, 16);
+	for (int i = 0; i < 16; i++)
+		a[i] = i;
+	cr_assert(mem_grow((void **)&a, &cap, 17, sizeof(*a)));
+	cr_assert_eq(cap, 32);
+	for (int i = 0; i < 16; i++)
+		cr_assert_eq(a[i], i);
+	/* Enough room: nothing happens. */
+	int *before = a;
+	cr_assert(mem_grow((void **)&a, &cap, 32, sizeof(*a)));
+	cr_assert_eq(a, before);
+	/* A size that overflows, and a failed allocation, leave it as is. */
+	cr_assert_not(mem_grow((void **)&a, &cap, SIZE_MAX / 2, sizeof(*a)));
+	mem_fail_after(1);
+	cr_assert_not(mem_grow((void **)&a, &cap, 33, sizeof(*a)));
+	mem_fail_reset();
+	cr_assert_eq(cap, 32);
+	cr_assert_eq(a[15], 15);
+	mem_free(a);
 }
 
 Test(buf, append_grow_and_be_codecs)
