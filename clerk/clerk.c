@@ -4,12 +4,12 @@
  * asks for over common/rpc, hands it replies, ticks it at its wake time,
  * and hands each result to the caller waiting for it.
  *
- * Locking: `mu` guards what crosses threads: the submitted calls, the
- * finished RPCs (appended by `done` callbacks on the RPC client's
- * thread), the stop flag, and each waiter's `done`. The core is the
- * driver's alone, touched without a lock; no lock is held across an RPC
- * call or a core call. A caller waits on its own condition variable,
- * the driver on `wake`.
+ * Locking: the inbox's `mu` (clerk/host.h) guards what crosses threads:
+ * the submitted calls, the finished RPCs (appended by `done` callbacks on
+ * the RPC client's thread), the stop flag, and each waiter's `done`.
+ * The core is the driver's alone, touched without a lock; no lock is
+ * held across an RPC call or a core call. A caller waits on its own
+ * condition variable, the driver on the inbox's.
  */
 #include "clerk/clerk.h"
 
@@ -19,11 +19,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
+#include "clerk/host.h"
 #include "clerk/kv_core.h"
-#include "common/codec.h"
+#include "clerk/servers.h"
 #include "common/mem.h"
 #include "common/monotime.h"
 #include "common/rpc/rpc.h"
@@ -39,8 +38,6 @@ _Static_assert((int)KV_OP_GET == (int)CLERK_KV_GET &&
 	       "kv_op and clerk_kv_op agree");
 
 #define TIMEOUT_MS_DEFAULT 10000
-/* The longest single wait of the driver; it re-reads the clock after. */
-#define WAIT_MS_MAX 60000
 
 /* One caller's operation, on the caller's stack. The driver reads the
  * request fields (borrowed: the caller waits) and, under `mu`, fills in
@@ -65,26 +62,15 @@ struct waiter {
 
 #define STATUS_CLOSED_ (-1)
 
-/* One RPC in flight; allocated before the call so `done` needs no
- * allocation. */
-struct pending {
-	struct kv_clerk *c;
-	uint64_t attempt;
-	int status;
-	ProtobufCMessage *reply;
-	struct pending *next;
-};
-
 struct kv_clerk {
 	uint64_t timeout_ms;
 	struct rpc_client *rpc;
 	struct clerk_kv_core *core; /* the driver's */
 	pthread_t thread;
 
-	pthread_mutex_t mu;
-	pthread_cond_t wake;		   /* the driver's */
+	/* its `mu` guards the fields below; its `cond` wakes the driver */
+	struct clerk_host_inbox inbox;
 	struct waiter *sub_head, *sub_tail; /* submitted, not started */
-	struct pending *arrived;	   /* finished RPCs, newest first */
 	bool stopping;
 
 	struct waiter *running; /* started in the core (driver only) */
@@ -179,27 +165,6 @@ static void say(char *err, size_t cap, const char *fmt, ...)
 
 /* ---- the driver ---- */
 
-static void on_done(void *arg, int status, const char *errmsg,
-		    ProtobufCMessage *reply)
-{
-	(void)errmsg;
-	struct pending *p = arg;
-	struct kv_clerk *c = p->c;
-	p->status = status;
-	p->reply = reply;
-	pthread_mutex_lock(&c->mu);
-	p->next = c->arrived;
-	c->arrived = p;
-	pthread_cond_signal(&c->wake);
-	pthread_mutex_unlock(&c->mu);
-}
-
-static void pending_free(struct pending *p)
-{
-	codec_free(p->reply);
-	mem_free(p);
-}
-
 /* Under `mu`: hands the outcome to the waiting caller. */
 static void complete_locked(struct waiter *w, int status, uint8_t *result,
 			    size_t result_len, const char *error)
@@ -215,9 +180,9 @@ static void complete_locked(struct waiter *w, int status, uint8_t *result,
 static void complete(struct kv_clerk *c, struct waiter *w, int status,
 		     uint8_t *result, size_t result_len, const char *error)
 {
-	pthread_mutex_lock(&c->mu);
+	pthread_mutex_lock(&c->inbox.mu);
 	complete_locked(w, status, result, result_len, error);
-	pthread_mutex_unlock(&c->mu);
+	pthread_mutex_unlock(&c->inbox.mu);
 }
 
 static void start_ops(struct kv_clerk *c, struct waiter *list, uint64_t now)
@@ -253,21 +218,20 @@ static void start_ops(struct kv_clerk *c, struct waiter *list, uint64_t now)
 
 static void send_attempt(struct kv_clerk *c, const struct clerk_kv_send *s)
 {
-	struct pending *p = mem_calloc(1, sizeof(*p));
+	struct clerk_host_call *p =
+		clerk_host_call_new(&c->inbox, s->attempt, 0);
 	if (!p)
 		return; /* the core times the attempt out itself */
-	p->c = c;
-	p->attempt = s->attempt;
-	int rc = rpc_client_call_bytes(c->rpc, s->addr, s->method, s->bytes,
+	int rc = clerk_host_call_start(p, c->rpc, s->addr, s->method, s->bytes,
 				       s->len,
 				       s->to_master
 					       ? &skv__sm_reply__descriptor
 					       : &skv__kv_reply__descriptor,
-				       s->timeout_ms, on_done, p);
+				       s->timeout_ms);
 	/* Not started: reported on the next turn, with a fresh clock, like
 	 * any other failure. */
 	if (rc)
-		on_done(p, rc, "", NULL);
+		clerk_host_call_done(p, rc, "", NULL);
 }
 
 /* Hands every finished operation to its caller. */
@@ -291,50 +255,31 @@ static void deliver(struct kv_clerk *c)
 /* Waits under `mu` until there is work or the clock reaches wake_ms. */
 static void wait_locked(struct kv_clerk *c, uint64_t wake_ms)
 {
-	while (!c->sub_head && !c->arrived && !c->stopping) {
-		uint64_t now = monotime_now_ms();
-		if (now >= wake_ms)
-			return;
-		uint64_t wait = wake_ms - now;
-		if (wait > WAIT_MS_MAX)
-			wait = WAIT_MS_MAX;
-		/* `wake` runs on CLOCK_MONOTONIC, the clock of monotime. */
-		uint64_t at_ns = monotime_now_ns() + wait * 1000000u;
-		struct timespec ts = {
-			.tv_sec = (time_t)(at_ns / 1000000000u),
-			.tv_nsec = (long)(at_ns % 1000000000u),
-		};
-		pthread_cond_timedwait(&c->wake, &c->mu, &ts);
-	}
+	while (!c->sub_head && !c->inbox.arrived && !c->stopping &&
+	       clerk_host_inbox_wait_locked(&c->inbox, wake_ms))
+		;
 }
 
 static void *driver(void *arg)
 {
 	struct kv_clerk *c = arg;
-	pthread_mutex_lock(&c->mu);
+	pthread_mutex_lock(&c->inbox.mu);
 	while (!c->stopping) {
 		struct waiter *subs = c->sub_head;
 		c->sub_head = c->sub_tail = NULL;
-		struct pending *list = c->arrived;
-		c->arrived = NULL;
-		pthread_mutex_unlock(&c->mu);
+		/* Oldest first. */
+		struct clerk_host_call *list =
+			clerk_host_inbox_take_locked(&c->inbox);
+		pthread_mutex_unlock(&c->inbox.mu);
 
 		uint64_t now = monotime_now_ms();
 		start_ops(c, subs, now);
-		/* Oldest first. */
-		struct pending *rev = NULL;
 		while (list) {
-			struct pending *p = list;
+			struct clerk_host_call *p = list;
 			list = p->next;
-			p->next = rev;
-			rev = p;
-		}
-		while (rev) {
-			struct pending *p = rev;
-			rev = p->next;
 			clerk_kv_core_on_reply(c->core, now, p->attempt,
 					       p->status, p->reply);
-			pending_free(p);
+			clerk_host_call_free(p);
 		}
 		clerk_kv_core_tick(c->core, now);
 		struct clerk_kv_send s;
@@ -343,7 +288,7 @@ static void *driver(void *arg)
 		deliver(c);
 		uint64_t wake = clerk_kv_core_wake_ms(c->core);
 
-		pthread_mutex_lock(&c->mu);
+		pthread_mutex_lock(&c->inbox.mu);
 		wait_locked(c, wake);
 	}
 	/* Stopping: every caller gets KV_CLOSED. */
@@ -361,33 +306,13 @@ static void *driver(void *arg)
 		w = next;
 	}
 	c->sub_head = c->sub_tail = NULL;
-	pthread_mutex_unlock(&c->mu);
+	pthread_mutex_unlock(&c->inbox.mu);
 	return NULL;
 }
 
 /* ---- life cycle ---- */
 
-static int random_u64(uint64_t *out)
-{
-	uint8_t b[8];
-	size_t got = 0;
-	while (got < sizeof(b)) {
-		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return STATUS_INTERNAL;
-		}
-		got += (size_t)n;
-	}
-	uint64_t x = 0;
-	for (size_t i = 0; i < sizeof(b); i++)
-		x = x << 8 | b[i];
-	*out = x;
-	return STATUS_OK;
-}
-
-/* "a:1,b:2" into n addresses (the caller's: free_list). */
+/* "a:1,b:2" into n addresses (the caller's: clerk_servers_free). */
 static enum kv_status split_masters(const char *s, char ***out, size_t *n_out,
 				    char *err, size_t cap)
 {
@@ -437,13 +362,6 @@ static enum kv_status split_masters(const char *s, char ***out, size_t *n_out,
 	return KV_OK;
 }
 
-static void free_list(char **v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		mem_free(v[i]);
-	mem_free(v);
-}
-
 enum kv_status kv_clerk_open(const char *masters,
 			     const struct kv_clerk_opts *opts,
 			     struct kv_clerk **out, char *err, size_t cap)
@@ -463,8 +381,8 @@ enum kv_status kv_clerk_open(const char *masters,
 	if (st)
 		return st;
 	uint64_t seed;
-	if (random_u64(&seed)) {
-		free_list(addrs, n);
+	if (clerk_host_random_u64(&seed)) {
+		clerk_servers_free(addrs, n);
 		say(err, cap, "cannot read random bytes: %s", strerror(errno));
 		return KV_UNAVAILABLE;
 	}
@@ -483,7 +401,7 @@ enum kv_status kv_clerk_open(const char *masters,
 	};
 	if (clerk_kv_core_new(&co, &c->core))
 		goto err_after_clerk;
-	free_list(addrs, n);
+	clerk_servers_free(addrs, n);
 	addrs = NULL;
 	c->rpc = rpc_client_new(NULL);
 	if (!c->rpc) {
@@ -491,12 +409,7 @@ enum kv_status kv_clerk_open(const char *masters,
 		st = KV_UNAVAILABLE;
 		goto err_after_core;
 	}
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->wake, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&c->mu, NULL);
+	clerk_host_inbox_init(&c->inbox);
 	int e = pthread_create(&c->thread, NULL, driver, c);
 	if (e) {
 		say(err, cap, "cannot start the clerk's thread: %s",
@@ -508,9 +421,8 @@ enum kv_status kv_clerk_open(const char *masters,
 	return KV_OK;
 
 err_after_rpc:
-	pthread_cond_destroy(&c->wake);
-	pthread_mutex_destroy(&c->mu);
 	rpc_client_free(c->rpc);
+	clerk_host_inbox_destroy(&c->inbox);
 err_after_core:
 	clerk_kv_core_free(c->core);
 	mem_free(c);
@@ -518,7 +430,7 @@ err_after_core:
 err_after_clerk:
 	mem_free(c);
 err_nomem:
-	free_list(addrs, n);
+	clerk_servers_free(addrs, n);
 	say(err, cap, "out of memory");
 	return KV_NO_MEMORY;
 }
@@ -527,10 +439,10 @@ void kv_clerk_shutdown(struct kv_clerk *c)
 {
 	if (!c)
 		return;
-	pthread_mutex_lock(&c->mu);
+	pthread_mutex_lock(&c->inbox.mu);
 	c->stopping = true;
-	pthread_cond_signal(&c->wake);
-	pthread_mutex_unlock(&c->mu);
+	pthread_cond_signal(&c->inbox.cond);
+	pthread_mutex_unlock(&c->inbox.mu);
 }
 
 void kv_clerk_close(struct kv_clerk *c)
@@ -541,14 +453,8 @@ void kv_clerk_close(struct kv_clerk *c)
 	pthread_join(c->thread, NULL);
 	/* Runs every outstanding `done` before it returns. */
 	rpc_client_free(c->rpc);
-	while (c->arrived) {
-		struct pending *p = c->arrived;
-		c->arrived = p->next;
-		pending_free(p);
-	}
+	clerk_host_inbox_destroy(&c->inbox);
 	clerk_kv_core_free(c->core);
-	pthread_cond_destroy(&c->wake);
-	pthread_mutex_destroy(&c->mu);
 	mem_free(c);
 }
 
@@ -592,9 +498,9 @@ enum kv_status kv_do(struct kv_clerk *c, enum kv_op op, const void *key,
 		.deadline_ms = t > UINT64_MAX - now ? UINT64_MAX : now + t,
 	};
 	pthread_cond_init(&w.cond, NULL);
-	pthread_mutex_lock(&c->mu);
+	pthread_mutex_lock(&c->inbox.mu);
 	if (c->stopping) {
-		pthread_mutex_unlock(&c->mu);
+		pthread_mutex_unlock(&c->inbox.mu);
 		pthread_cond_destroy(&w.cond);
 		say(err, cap, "the clerk was shut down");
 		return KV_CLOSED;
@@ -604,10 +510,10 @@ enum kv_status kv_do(struct kv_clerk *c, enum kv_op op, const void *key,
 	else
 		c->sub_head = &w;
 	c->sub_tail = &w;
-	pthread_cond_signal(&c->wake);
+	pthread_cond_signal(&c->inbox.cond);
 	while (!w.done)
-		pthread_cond_wait(&w.cond, &c->mu);
-	pthread_mutex_unlock(&c->mu);
+		pthread_cond_wait(&w.cond, &c->inbox.mu);
+	pthread_mutex_unlock(&c->inbox.mu);
 	pthread_cond_destroy(&w.cond);
 
 	enum kv_status st = from_status(w.status);

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "clerk/retry.h"
+#include "clerk/servers.h"
 #include "common/buf.h"
 #include "common/codec.h"
 #include "common/mem.h"
@@ -194,15 +195,9 @@ int clerk_kv_core_new(const struct clerk_kv_core_opts *o,
 		return STATUS_NO_MEMORY;
 	buf_init(&c->query);
 	buf_init(&c->send);
-	c->masters = mem_calloc(o->n_masters, sizeof(*c->masters));
-	if (!c->masters)
+	if (clerk_servers_copy(o->masters, o->n_masters, &c->masters))
 		goto err_after_core;
 	c->n_masters = o->n_masters;
-	for (size_t i = 0; i < o->n_masters; i++) {
-		c->masters[i] = mem_strdup(o->masters[i]);
-		if (!c->masters[i])
-			goto err_after_masters;
-	}
 	Skv__QueryRequest q = SKV__QUERY_REQUEST__INIT;
 	q.num = -1;
 	if (codec_pack(&q.base, &c->query))
@@ -220,9 +215,7 @@ int clerk_kv_core_new(const struct clerk_kv_core_opts *o,
 	return STATUS_OK;
 
 err_after_masters:
-	for (size_t i = 0; i < c->n_masters; i++)
-		mem_free(c->masters[i]);
-	mem_free(c->masters);
+	clerk_servers_free(c->masters, c->n_masters);
 err_after_core:
 	buf_free(&c->query);
 	mem_free(c);
@@ -254,9 +247,7 @@ void clerk_kv_core_free(struct clerk_kv_core *c)
 	mem_free(c->sessions);
 	mem_free(c->groups);
 	sm_config_free(c->config);
-	for (size_t i = 0; i < c->n_masters; i++)
-		mem_free(c->masters[i]);
-	mem_free(c->masters);
+	clerk_servers_free(c->masters, c->n_masters);
 	buf_free(&c->query);
 	buf_free(&c->send);
 	mem_free(c);

@@ -7,17 +7,16 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/flags.h"
+#include "clerk/cli.h"
+#include "clerk/servers.h"
 #include "common/mem.h"
 #include "common/status.h"
 #include "shardmaster/sm.h"
 
 #define GID_RANGE "a decimal number from 1 to 9223372036854775807"
-#define ADDR_FORM "HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:7001"
 
 static const char usage_join[] =
 	"usage: shardctl [FLAGS] join GID=ADDR[,ADDR...] [GID=ADDR[,ADDR...] "
@@ -48,49 +47,8 @@ const char *shardctl_cmd_usage(enum shardctl_cmd c)
 	return usage_all;
 }
 
-/* Flag destinations, separate from the result so --help can show the
- * defaults without a parse. */
-struct flag_values {
-	const char *masters;
-	uint64_t timeout_ms;
-	bool json;
-};
-
-enum { FLAG_MASTERS, FLAG_TIMEOUT, FLAG_JSON, N_FLAGS };
-
-static void flag_table(struct flag *t, struct flag_values *v)
-{
-	memset(t, 0, N_FLAGS * sizeof(*t));
-	t[FLAG_MASTERS] = (struct flag){
-		.name = "masters",
-		.type = FLAG_STRING,
-		.dest = &v->masters,
-		.metavar = "ADDR,ADDR,...",
-		.help = "the shard masters, host:port each (default: $"
-			SHARDCTL_MASTERS_ENV ")",
-	};
-	t[FLAG_TIMEOUT] = (struct flag){
-		.name = "timeout",
-		.type = FLAG_UINT,
-		.dest = &v->timeout_ms,
-		.metavar = "MS",
-		.help = "give up after this many milliseconds",
-		.min = 1,
-		.max = 86400000,
-	};
-	t[FLAG_JSON] = (struct flag){
-		.name = "json",
-		.type = FLAG_BOOL,
-		.dest = &v->json,
-		.help = "print one JSON object on stdout, also for errors",
-	};
-}
-
 void shardctl_usage(FILE *out)
 {
-	struct flag t[N_FLAGS];
-	struct flag_values v = {.timeout_ms = SHARDCTL_TIMEOUT_MS_DEFAULT};
-	flag_table(t, &v);
 	fprintf(out,
 		"%s\n"
 		"\n"
@@ -111,11 +69,11 @@ void shardctl_usage(FILE *out)
 		"  help                 show this help\n"
 		"\n"
 		"  GID is " GID_RANGE ";\n"
-		"  ADDR is " ADDR_FORM ".\n"
+		"  ADDR is " CLI_ADDR_FORM ".\n"
 		"\n"
 		"flags (before or after the command):\n",
 		usage_all);
-	flags_usage(t, N_FLAGS, out);
+	cli_flags_usage(out, SHARDCTL_TIMEOUT_MS_DEFAULT);
 	fprintf(out,
 		"\n"
 		"environment:\n"
@@ -149,18 +107,6 @@ void shardctl_usage(FILE *out)
 		"127.0.0.1:7103\n");
 }
 
-static int fail(char *err, size_t cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, cap, fmt, ap);
-	va_end(ap);
-	return STATUS_INVALID_ARGUMENT;
-}
-
 /* ---- values ---- */
 
 /* Decimal digits only (no sign, no spaces), at most `max`. */
@@ -192,50 +138,15 @@ bool shardctl_parse_gid(const char *s, uint64_t *out)
 int shardctl_check_addr(const char *s, char *why, size_t cap)
 {
 	size_t len = strlen(s);
-	if (len == 0)
-		return fail(why, cap, "empty");
 	if (len > SM_ADDR_BYTES_MAX)
-		return fail(why, cap, "longer than %d bytes",
-			    SM_ADDR_BYTES_MAX);
-	for (const char *p = s; *p; p++) {
-		unsigned char ch = (unsigned char)*p;
-		if (ch <= ' ' || ch == 0x7f)
-			return fail(why, cap, "contains a space or control "
-					      "character");
-		if (ch == ',' || ch == '=' || ch == '/')
-			return fail(why, cap, "contains '%c'", ch);
-	}
-	const char *colon = strrchr(s, ':');
-	if (!colon)
-		return fail(why, cap, "no port");
-	size_t host_len = (size_t)(colon - s);
-	if (host_len == 0)
-		return fail(why, cap, "no host");
-	bool bracketed = s[0] == '[' && colon[-1] == ']';
-	if (bracketed && host_len <= 2)
-		return fail(why, cap, "no host");
-	if (!bracketed && memchr(s, ':', host_len))
-		return fail(why, cap,
-			    "an IPv6 host goes in brackets, e.g. [::1]:7001");
-	if (!bracketed && (memchr(s, '[', host_len) ||
-			   memchr(s, ']', host_len)))
-		return fail(why, cap, "stray bracket in the host");
-	uint64_t port;
-	if (!parse_decimal(colon + 1, 65535, &port) || port == 0 ||
-	    strlen(colon + 1) > 5)
-		return fail(why, cap, "port '%s' is not a number from 1 to "
-				      "65535",
-			    colon + 1);
-	return STATUS_OK;
+		return cli_fail(why, cap, "longer than %d bytes",
+				SM_ADDR_BYTES_MAX);
+	return cli_check_addr(s, len, why, cap);
 }
 
 void shardctl_free_strings(char **v, size_t n)
 {
-	if (!v)
-		return;
-	for (size_t i = 0; i < n; i++)
-		mem_free(v[i]);
-	mem_free(v);
+	clerk_servers_free(v, n);
 }
 
 int shardctl_parse_addr_list(const char *s, const char *what, char ***out,
@@ -248,7 +159,7 @@ int shardctl_parse_addr_list(const char *s, const char *what, char ***out,
 		n += *p == ',';
 	char **v = mem_calloc(n, sizeof(*v));
 	if (!v)
-		return fail(err, cap, "out of memory");
+		return cli_fail(err, cap, "out of memory");
 	size_t k = 0;
 	int rc;
 	for (const char *p = s;; k++) {
@@ -256,30 +167,31 @@ int shardctl_parse_addr_list(const char *s, const char *what, char ***out,
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
 		v[k] = mem_strndup(p, len);
 		if (!v[k]) {
-			rc = fail(err, cap, "out of memory");
+			rc = cli_fail(err, cap, "out of memory");
 			goto err_after_list;
 		}
 		char why[128];
 		if (len == 0) {
-			rc = fail(err, cap,
-				  "%s: empty address in '%s' (a stray "
-				  "comma?): expected ADDR,ADDR,... with ADDR "
-				  "= " ADDR_FORM,
-				  what, s);
+			rc = cli_fail(err, cap,
+				      "%s: empty address in '%s' (a stray "
+				      "comma?): expected ADDR,ADDR,... with "
+				      "ADDR = " CLI_ADDR_FORM,
+				      what, s);
 			goto err_after_list;
 		}
 		if (shardctl_check_addr(v[k], why, sizeof(why))) {
-			rc = fail(err, cap,
-				  "%s: bad address '%s' (%s): expected "
-				  ADDR_FORM,
-				  what, v[k], why);
+			rc = cli_fail(err, cap,
+				      "%s: bad address '%s' (%s): expected "
+				      CLI_ADDR_FORM,
+				      what, v[k], why);
 			goto err_after_list;
 		}
 		for (size_t j = 0; j < k; j++)
 			if (strcmp(v[j], v[k]) == 0) {
-				rc = fail(err, cap,
-					  "%s: address '%s' is listed twice",
-					  what, v[k]);
+				rc = cli_fail(err, cap,
+					      "%s: address '%s' is listed "
+					      "twice",
+					      what, v[k]);
 				goto err_after_list;
 			}
 		if (!comma)
@@ -301,22 +213,23 @@ static int parse_join(struct shardctl_args *a, int n, char **args, char *err,
 		      size_t cap)
 {
 	if (n == 0)
-		return fail(err, cap, "join: no group given: expected "
-				      "GID=ADDR[,ADDR...]");
+		return cli_fail(err, cap, "join: no group given: expected "
+					  "GID=ADDR[,ADDR...]");
 	if (n > SM_GROUPS_MAX)
-		return fail(err, cap, "join: %d groups; at most %d at once", n,
-			    SM_GROUPS_MAX);
+		return cli_fail(err, cap, "join: %d groups; at most %d at once",
+				n, SM_GROUPS_MAX);
 	a->groups = mem_calloc((size_t)n, sizeof(*a->groups));
 	if (!a->groups)
-		return fail(err, cap, "out of memory");
+		return cli_fail(err, cap, "out of memory");
 	for (int i = 0; i < n; i++) {
 		const char *arg = args[i];
 		const char *eq = strchr(arg, '=');
 		if (!eq)
-			return fail(err, cap,
-				    "join: '%s' is not GID=ADDR[,ADDR...] "
-				    "(e.g. 100=127.0.0.1:7101,127.0.0.1:7102)",
-				    arg);
+			return cli_fail(err, cap,
+					"join: '%s' is not GID=ADDR[,ADDR...] "
+					"(e.g. 100=127.0.0.1:7101,"
+					"127.0.0.1:7102)",
+					arg);
 		char gid_text[32] = "";
 		size_t gl = (size_t)(eq - arg);
 		if (gl < sizeof(gid_text))
@@ -324,23 +237,23 @@ static int parse_join(struct shardctl_args *a, int n, char **args, char *err,
 		struct shardctl_group *g = &a->groups[i];
 		if (gl >= sizeof(gid_text) ||
 		    !shardctl_parse_gid(gid_text, &g->gid))
-			return fail(err, cap,
-				    "join: bad GID '%.*s' in '%s': GID is "
-				    GID_RANGE,
-				    (int)(gl > 40 ? 40 : gl), arg, arg);
+			return cli_fail(err, cap,
+					"join: bad GID '%.*s' in '%s': GID is "
+					GID_RANGE,
+					(int)(gl > 40 ? 40 : gl), arg, arg);
 		a->n_groups = (size_t)i + 1;
 		for (int j = 0; j < i; j++)
 			if (a->groups[j].gid == g->gid)
-				return fail(err, cap,
-					    "join: gid %" PRIu64
-					    " is given twice",
-					    g->gid);
+				return cli_fail(err, cap,
+						"join: gid %" PRIu64
+						" is given twice",
+						g->gid);
 		if (!eq[1])
-			return fail(err, cap,
-				    "join: group %" PRIu64
-				    " has no servers: expected GID=ADDR[,ADDR"
-				    "...]",
-				    g->gid);
+			return cli_fail(err, cap,
+					"join: group %" PRIu64
+					" has no servers: expected "
+					"GID=ADDR[,ADDR...]",
+					g->gid);
 		char what[48];
 		snprintf(what, sizeof(what), "join: group %" PRIu64, g->gid);
 		int rc = shardctl_parse_addr_list(eq + 1, what, &g->servers,
@@ -348,10 +261,10 @@ static int parse_join(struct shardctl_args *a, int n, char **args, char *err,
 		if (rc)
 			return rc;
 		if (g->n_servers > SM_SERVERS_MAX)
-			return fail(err, cap,
-				    "join: group %" PRIu64
-				    " lists %zu servers; at most %d",
-				    g->gid, g->n_servers, SM_SERVERS_MAX);
+			return cli_fail(err, cap,
+					"join: group %" PRIu64
+					" lists %zu servers; at most %d",
+					g->gid, g->n_servers, SM_SERVERS_MAX);
 	}
 	return STATUS_OK;
 }
@@ -360,21 +273,22 @@ static int parse_leave(struct shardctl_args *a, int n, char **args,
 		       char *err, size_t cap)
 {
 	if (n == 0)
-		return fail(err, cap, "leave: no GID given");
+		return cli_fail(err, cap, "leave: no GID given");
 	a->gids = mem_calloc((size_t)n, sizeof(*a->gids));
 	if (!a->gids)
-		return fail(err, cap, "out of memory");
+		return cli_fail(err, cap, "out of memory");
 	for (int i = 0; i < n; i++) {
 		if (!shardctl_parse_gid(args[i], &a->gids[i]))
-			return fail(err, cap,
-				    "leave: bad GID '%s': GID is " GID_RANGE,
-				    args[i]);
+			return cli_fail(err, cap,
+					"leave: bad GID '%s': GID is "
+					GID_RANGE,
+					args[i]);
 		for (int j = 0; j < i; j++)
 			if (a->gids[j] == a->gids[i])
-				return fail(err, cap,
-					    "leave: gid %" PRIu64
-					    " is given twice",
-					    a->gids[i]);
+				return cli_fail(err, cap,
+						"leave: gid %" PRIu64
+						" is given twice",
+						a->gids[i]);
 		a->n_gids = (size_t)i + 1;
 	}
 	return STATUS_OK;
@@ -384,20 +298,21 @@ static int parse_move(struct shardctl_args *a, int n, char **args, char *err,
 		      size_t cap)
 {
 	if (n != 2)
-		return fail(err, cap, "move: expected SHARD GID, got %d "
-				      "argument%s",
-			    n, n == 1 ? "" : "s");
+		return cli_fail(err, cap, "move: expected SHARD GID, got %d "
+					  "argument%s",
+				n, n == 1 ? "" : "s");
 	uint64_t shard;
 	if (!parse_decimal(args[0], SM_SHARDS_MAX - 1, &shard))
-		return fail(err, cap,
-			    "move: bad SHARD '%s': a shard is a decimal "
-			    "number from 0 to the shard count - 1 (at most "
-			    "%d)",
-			    args[0], SM_SHARDS_MAX - 1);
+		return cli_fail(err, cap,
+				"move: bad SHARD '%s': a shard is a decimal "
+				"number from 0 to the shard count - 1 (at most "
+				"%d)",
+				args[0], SM_SHARDS_MAX - 1);
 	a->shard = (uint32_t)shard;
 	if (!shardctl_parse_gid(args[1], &a->gid))
-		return fail(err, cap, "move: bad GID '%s': GID is " GID_RANGE,
-			    args[1]);
+		return cli_fail(err, cap,
+				"move: bad GID '%s': GID is " GID_RANGE,
+				args[1]);
 	return STATUS_OK;
 }
 
@@ -406,108 +321,48 @@ static int parse_query(struct shardctl_args *a, int n, char **args,
 {
 	a->num = -1;
 	if (n > 1)
-		return fail(err, cap, "query: expected at most one NUM, got "
-				      "%d arguments",
-			    n);
+		return cli_fail(err, cap,
+				"query: expected at most one NUM, got %d "
+				"arguments",
+				n);
 	if (n == 0 || strcmp(args[0], "-1") == 0)
 		return STATUS_OK;
 	uint64_t num;
 	if (!parse_decimal(args[0], INT64_MAX, &num))
-		return fail(err, cap,
-			    "query: bad NUM '%s': a configuration number "
-			    "(0, 1, ...), or -1 for the latest",
-			    args[0]);
+		return cli_fail(err, cap,
+				"query: bad NUM '%s': a configuration number "
+				"(0, 1, ...), or -1 for the latest",
+				args[0]);
 	a->num = (int64_t)num;
 	return STATUS_OK;
 }
 
 /* ---- the whole line ---- */
 
-static bool flag_takes_value(const struct flag *t, const char *tok)
-{
-	const char *name = tok + 2;
-	if (strchr(name, '='))
-		return false;
-	if (strcmp(name, "config") == 0)
-		return true; /* flags.c's own --config FILE */
-	for (size_t i = 0; i < N_FLAGS; i++)
-		if (strcmp(t[i].name, name) == 0)
-			return t[i].type != FLAG_BOOL;
-	return false;
-}
-
-/* A token that is a flag: "--x", "-h", "-x"; not "-", "--", or a
- * negative number (query -1). */
-static bool is_flag(const char *tok)
-{
-	if (tok[0] != '-' || tok[1] == '\0')
-		return false;
-	if (tok[1] == '-')
-		return tok[2] != '\0';
-	return !(tok[1] >= '0' && tok[1] <= '9');
-}
-
 int shardctl_parse(int argc, char **argv, const char *env_masters,
 		   struct shardctl_args *a, char *err, size_t cap)
 {
 	memset(a, 0, sizeof(*a));
 	a->num = -1;
-	err[0] = '\0';
-	struct flag t[N_FLAGS];
-	struct flag_values v = {.timeout_ms = SHARDCTL_TIMEOUT_MS_DEFAULT};
-	flag_table(t, &v);
-
-	/* flags.c stops at the first positional argument; put every flag
-	 * first so they may also follow the command: argv0, flags, "--",
-	 * positional arguments. */
-	char **line = mem_calloc((size_t)argc + 2, sizeof(*line));
-	char **pos = mem_calloc((size_t)argc + 1, sizeof(*pos));
-	int rc = STATUS_NO_MEMORY;
-	if (!line || !pos) {
-		fail(err, cap, "out of memory");
-		goto out;
-	}
-	int nl = 0, np = 0;
-	line[nl++] = argc > 0 ? argv[0] : "shardctl";
-	bool rest_positional = false;
-	for (int i = 1; i < argc; i++) {
-		char *tok = argv[i];
-		if (rest_positional || !is_flag(tok)) {
-			if (!rest_positional && strcmp(tok, "--") == 0) {
-				rest_positional = true;
-				continue;
-			}
-			pos[np++] = tok;
-			continue;
-		}
-		line[nl++] = tok;
-		if (tok[1] == '-' && flag_takes_value(t, tok)) {
-			if (i + 1 >= argc) {
-				rc = fail(err, cap, "%s: missing its value",
-					  tok);
-				goto out;
-			}
-			line[nl++] = argv[++i];
-		}
-	}
-	line[nl++] = "--";
-
-	struct flags_result fr;
-	rc = flags_parse(t, N_FLAGS, nl, line, &fr, err, cap);
-	flags_release(&fr);
+	struct cli_line l;
+	int rc = cli_parse_line(argc, argv, "shardctl",
+				SHARDCTL_TIMEOUT_MS_DEFAULT, env_masters, true,
+				&l, err, cap);
 	if (rc)
 		goto out;
-	a->timeout_ms = v.timeout_ms;
-	a->json = v.json;
+	a->timeout_ms = l.timeout_ms;
+	a->json = l.json;
+	int np = l.n_args;
+	char **pos = l.args;
 
-	if (fr.help || (np > 0 && strcmp(pos[0], "help") == 0)) {
+	if (l.help || (np > 0 && strcmp(pos[0], "help") == 0)) {
 		a->cmd = SHARDCTL_HELP;
 		goto out;
 	}
 	if (np == 0) {
-		rc = fail(err, cap,
-			  "no command given (join, leave, move, query or "
-			  "help)");
+		rc = cli_fail(err, cap,
+			      "no command given (join, leave, move, query or "
+			      "help)");
 		goto out;
 	}
 	const char *cmd = pos[0];
@@ -520,10 +375,10 @@ int shardctl_parse(int argc, char **argv, const char *env_masters,
 	else if (strcmp(cmd, "query") == 0)
 		a->cmd = SHARDCTL_QUERY;
 	else {
-		rc = fail(err, cap,
-			  "unknown command '%s' (commands: join, leave, move, "
-			  "query, help)",
-			  cmd);
+		rc = cli_fail(err, cap,
+			      "unknown command '%s' (commands: join, leave, "
+			      "move, query, help)",
+			      cmd);
 		goto out;
 	}
 
@@ -550,25 +405,20 @@ int shardctl_parse(int argc, char **argv, const char *env_masters,
 		goto out;
 
 	/* The shard masters: the flag, else the environment. */
-	const char *masters = v.masters;
-	const char *what = "--masters";
-	if (!t[FLAG_MASTERS].seen && env_masters && *env_masters) {
-		masters = env_masters;
-		what = SHARDCTL_MASTERS_ENV;
-		a->masters_from_env = true;
-	}
-	if (!masters || !*masters) {
-		rc = fail(err, cap,
-			  "no shard masters given: pass --masters "
-			  "HOST:PORT,HOST:PORT,... or set "
-			  SHARDCTL_MASTERS_ENV);
+	a->masters_from_env = l.masters_from_env;
+	if (!l.masters) {
+		rc = cli_fail(err, cap,
+			      "no shard masters given: pass --masters "
+			      "HOST:PORT,HOST:PORT,... or set "
+			      SHARDCTL_MASTERS_ENV);
 		goto out;
 	}
-	rc = shardctl_parse_addr_list(masters, what, &a->masters,
-				      &a->n_masters, err, cap);
+	rc = shardctl_parse_addr_list(
+		l.masters,
+		l.masters_from_env ? SHARDCTL_MASTERS_ENV : "--masters",
+		&a->masters, &a->n_masters, err, cap);
 out:
-	mem_free(pos);
-	mem_free(line);
+	cli_line_release(&l);
 	return rc;
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clerk/servers.h"
 #include "common/codec.h"
 #include "common/mem.h"
 #include "common/status.h"
@@ -64,15 +65,11 @@ int clerk_sm_core_new(const struct clerk_sm_core_opts *o,
 	struct clerk_sm_core *c = mem_calloc(1, sizeof(*c));
 	if (!c)
 		return STATUS_NO_MEMORY;
-	c->servers = mem_calloc(o->n_servers, sizeof(*c->servers));
-	if (!c->servers)
-		goto err_after_core;
-	c->n_servers = o->n_servers;
-	for (size_t i = 0; i < o->n_servers; i++) {
-		c->servers[i] = mem_strdup(o->servers[i]);
-		if (!c->servers[i])
-			goto err_after_servers;
+	if (clerk_servers_copy(o->servers, o->n_servers, &c->servers)) {
+		mem_free(c);
+		return STATUS_NO_MEMORY;
 	}
+	c->n_servers = o->n_servers;
 	c->client_id = o->client_id;
 	c->attempt_timeout_ms = o->attempt_timeout_ms
 					? o->attempt_timeout_ms
@@ -83,14 +80,6 @@ int clerk_sm_core_new(const struct clerk_sm_core_opts *o,
 	buf_init(&c->reply_bytes);
 	*out = c;
 	return STATUS_OK;
-
-err_after_servers:
-	for (size_t i = 0; i < c->n_servers; i++)
-		mem_free(c->servers[i]);
-	mem_free(c->servers);
-err_after_core:
-	mem_free(c);
-	return STATUS_NO_MEMORY;
 }
 
 static void drop_reply(struct clerk_sm_core *c)
@@ -107,9 +96,7 @@ void clerk_sm_core_free(struct clerk_sm_core *c)
 	drop_reply(c);
 	buf_free(&c->reply_bytes);
 	buf_free(&c->req);
-	for (size_t i = 0; i < c->n_servers; i++)
-		mem_free(c->servers[i]);
-	mem_free(c->servers);
+	clerk_servers_free(c->servers, c->n_servers);
 	mem_free(c);
 }
 

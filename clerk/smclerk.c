@@ -1,40 +1,23 @@
 /*
  * smclerk: see smclerk.h. Two locks: `call_mu` makes calls take turns
  * and guards the core (only the thread of the running call touches it);
- * `mu` guards the list of finished RPCs, which `done` callbacks (on the
- * RPC client's thread) append to. No lock is held across an RPC call,
- * and a callback never waits for anything but `mu`, which nobody holds
- * for long.
+ * the inbox's `mu` guards the list of finished RPCs, which `done`
+ * callbacks (on the RPC client's thread) append to (clerk/host.h). No
+ * lock is held across an RPC call, and a callback never waits for
+ * anything but `mu`, which nobody holds for long.
  */
 #include "clerk/smclerk.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
-#include "common/codec.h"
+#include "clerk/host.h"
+#include "clerk/servers.h"
 #include "common/mem.h"
 #include "common/monotime.h"
 #include "common/rpc/rpc.h"
 #include "common/status.h"
-
-/* The longest single wait; the loop re-reads the clock after it. */
-#define WAIT_MS_MAX 60000
-
-/* One RPC in flight. Allocated before the call so `done` needs no
- * allocation: it only fills this in and links it. */
-struct pending {
-	struct smclerk *k;
-	uint64_t attempt;
-	size_t server;
-	int status;
-	ProtobufCMessage *reply;
-	char detail[200];
-	struct pending *next;
-};
 
 struct smclerk {
 	char **addrs;
@@ -48,32 +31,10 @@ struct smclerk {
 	uint64_t call_first_attempt;
 	bool *heard;		     /* per server: answered in this call */
 
-	pthread_mutex_t mu; /* guards `arrived` */
-	pthread_cond_t cond;
-	struct pending *arrived; /* finished RPCs, newest first */
+	struct clerk_host_inbox inbox; /* finished RPCs */
 };
 
 /* ---- life cycle ---- */
-
-static int random_u64(uint64_t *out)
-{
-	uint8_t b[8];
-	size_t got = 0;
-	while (got < sizeof(b)) {
-		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return STATUS_INTERNAL;
-		}
-		got += (size_t)n;
-	}
-	uint64_t x = 0;
-	for (size_t i = 0; i < sizeof(b); i++)
-		x = x << 8 | b[i];
-	*out = x;
-	return STATUS_OK;
-}
 
 int smclerk_new(const char *const *addrs, size_t n,
 		const struct smclerk_opts *opts, struct smclerk **out)
@@ -88,29 +49,23 @@ int smclerk_new(const char *const *addrs, size_t n,
 	if (opts)
 		o = *opts;
 	uint64_t seed;
-	if (random_u64(&seed))
+	if (clerk_host_random_u64(&seed))
 		return STATUS_INTERNAL;
 	/* 0 is not a valid id for the dedup table's purpose: draw again. */
 	while (o.client_id == 0)
-		if (random_u64(&o.client_id))
+		if (clerk_host_random_u64(&o.client_id))
 			return STATUS_INTERNAL;
 
 	int rc = STATUS_NO_MEMORY;
 	struct smclerk *k = mem_calloc(1, sizeof(*k));
 	if (!k)
 		return STATUS_NO_MEMORY;
-	k->addrs = mem_calloc(n, sizeof(*k->addrs));
-	if (!k->addrs)
+	if (clerk_servers_copy(addrs, n, &k->addrs))
 		goto err_after_clerk;
 	k->n_addrs = n;
 	k->heard = mem_calloc(n, sizeof(*k->heard));
 	if (!k->heard)
 		goto err_after_addrs;
-	for (size_t i = 0; i < n; i++) {
-		k->addrs[i] = mem_strdup(addrs[i]);
-		if (!k->addrs[i])
-			goto err_after_addrs;
-	}
 	struct clerk_sm_core_opts co = {
 		.n_servers = n,
 		.servers = (const char *const *)k->addrs,
@@ -128,12 +83,7 @@ int smclerk_new(const char *const *addrs, size_t n,
 		rc = STATUS_INTERNAL;
 		goto err_after_core;
 	}
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&k->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&k->mu, NULL);
+	clerk_host_inbox_init(&k->inbox);
 	pthread_mutex_init(&k->call_mu, NULL);
 	*out = k;
 	return STATUS_OK;
@@ -142,18 +92,10 @@ err_after_core:
 	clerk_sm_core_free(k->core);
 err_after_addrs:
 	mem_free(k->heard);
-	for (size_t i = 0; i < k->n_addrs; i++)
-		mem_free(k->addrs[i]);
-	mem_free(k->addrs);
+	clerk_servers_free(k->addrs, k->n_addrs);
 err_after_clerk:
 	mem_free(k);
 	return rc;
-}
-
-static void pending_free(struct pending *p)
-{
-	codec_free(p->reply);
-	mem_free(p);
 }
 
 void smclerk_free(struct smclerk *k)
@@ -162,18 +104,10 @@ void smclerk_free(struct smclerk *k)
 		return;
 	/* Runs every outstanding `done` before it returns. */
 	rpc_client_free(k->rpc);
-	while (k->arrived) {
-		struct pending *p = k->arrived;
-		k->arrived = p->next;
-		pending_free(p);
-	}
+	clerk_host_inbox_destroy(&k->inbox);
 	clerk_sm_core_free(k->core);
 	mem_free(k->heard);
-	for (size_t i = 0; i < k->n_addrs; i++)
-		mem_free(k->addrs[i]);
-	mem_free(k->addrs);
-	pthread_cond_destroy(&k->cond);
-	pthread_mutex_destroy(&k->mu);
+	clerk_servers_free(k->addrs, k->n_addrs);
 	pthread_mutex_destroy(&k->call_mu);
 	mem_free(k);
 }
@@ -184,21 +118,6 @@ uint64_t smclerk_client_id(const struct smclerk *k)
 }
 
 /* ---- driving the core ---- */
-
-static void on_done(void *arg, int status, const char *errmsg,
-		    ProtobufCMessage *reply)
-{
-	struct pending *p = arg;
-	struct smclerk *k = p->k;
-	p->status = status;
-	p->reply = reply;
-	snprintf(p->detail, sizeof(p->detail), "%s", errmsg ? errmsg : "");
-	pthread_mutex_lock(&k->mu);
-	p->next = k->arrived;
-	k->arrived = p;
-	pthread_cond_signal(&k->cond);
-	pthread_mutex_unlock(&k->mu);
-}
 
 static void note_failure(struct smclerk *k, struct smclerk_result *res,
 			 size_t server, int status, const char *detail)
@@ -215,22 +134,20 @@ static void send_attempt(struct smclerk *k, const struct clerk_sm_send *s,
 {
 	if (k->call_first_attempt == UINT64_MAX)
 		k->call_first_attempt = s->attempt;
-	struct pending *p = mem_calloc(1, sizeof(*p));
+	struct clerk_host_call *p =
+		clerk_host_call_new(&k->inbox, s->attempt, s->server);
 	if (!p) {
 		note_failure(k, res, s->server, STATUS_NO_MEMORY, NULL);
 		clerk_sm_core_on_reply(k->core, now_ms, s->attempt,
 				       STATUS_NO_MEMORY, NULL);
 		return;
 	}
-	p->k = k;
-	p->attempt = s->attempt;
-	p->server = s->server;
-	int rc = rpc_client_call_bytes(k->rpc, k->addrs[s->server],
+	int rc = clerk_host_call_start(p, k->rpc, k->addrs[s->server],
 				       sm_method_path(s->method), s->bytes,
 				       s->len, &skv__sm_reply__descriptor,
-				       s->timeout_ms, on_done, p);
+				       s->timeout_ms);
 	if (rc) {
-		mem_free(p);
+		clerk_host_call_free(p);
 		note_failure(k, res, s->server, rc, "call not started");
 		clerk_sm_core_on_reply(k->core, now_ms, s->attempt, rc, NULL);
 	}
@@ -238,36 +155,16 @@ static void send_attempt(struct smclerk *k, const struct clerk_sm_send *s,
 
 /* Waits until an RPC finished or the clock reaches wake_ms; takes the
  * finished ones, oldest first. */
-static struct pending *wait_arrivals(struct smclerk *k, uint64_t wake_ms)
+static struct clerk_host_call *wait_arrivals(struct smclerk *k,
+					     uint64_t wake_ms)
 {
-	pthread_mutex_lock(&k->mu);
-	while (!k->arrived) {
-		uint64_t now = monotime_now_ms();
-		if (now >= wake_ms)
-			break;
-		uint64_t wait = wake_ms - now;
-		if (wait > WAIT_MS_MAX)
-			wait = WAIT_MS_MAX;
-		/* The condition variable runs on CLOCK_MONOTONIC, the
-		 * clock of monotime. */
-		uint64_t at_ns = monotime_now_ns() + wait * 1000000u;
-		struct timespec ts = {
-			.tv_sec = (time_t)(at_ns / 1000000000u),
-			.tv_nsec = (long)(at_ns % 1000000000u),
-		};
-		pthread_cond_timedwait(&k->cond, &k->mu, &ts);
-	}
-	struct pending *list = k->arrived;
-	k->arrived = NULL;
-	pthread_mutex_unlock(&k->mu);
-	struct pending *rev = NULL;
-	while (list) {
-		struct pending *p = list;
-		list = p->next;
-		p->next = rev;
-		rev = p;
-	}
-	return rev;
+	struct clerk_host_inbox *in = &k->inbox;
+	pthread_mutex_lock(&in->mu);
+	while (!in->arrived && clerk_host_inbox_wait_locked(in, wake_ms))
+		;
+	struct clerk_host_call *list = clerk_host_inbox_take_locked(in);
+	pthread_mutex_unlock(&in->mu);
+	return list;
 }
 
 /*
@@ -296,11 +193,11 @@ static int run(struct smclerk *k, enum sm_method m,
 			send_attempt(k, &s, now, res);
 		if (clerk_sm_core_done(k->core, &status, reply, &error))
 			break;
-		struct pending *list =
+		struct clerk_host_call *list =
 			wait_arrivals(k, clerk_sm_core_wake_ms(k->core));
 		now = monotime_now_ms();
 		while (list) {
-			struct pending *p = list;
+			struct clerk_host_call *p = list;
 			list = p->next;
 			if (p->attempt >= k->call_first_attempt &&
 			    p->status != STATUS_OK)
@@ -311,7 +208,7 @@ static int run(struct smclerk *k, enum sm_method m,
 			clerk_sm_core_on_reply(k->core, now, p->attempt,
 					       p->status,
 					       (const Skv__SmReply *)p->reply);
-			pending_free(p);
+			clerk_host_call_free(p);
 		}
 		clerk_sm_core_tick(k->core, now);
 	}

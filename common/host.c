@@ -5,6 +5,10 @@
  * refused at once; the stop event is posted before the rpc server shuts
  * down and the loop stops, so it runs either on the loop or in
  * loop_drain, and any request event it races with sees loop_stopping().
+ *
+ * host_node_opts only fills raft/node.h's options struct: the owner
+ * calls raft_node_new, so this library does not link the node's (which
+ * links this one).
  */
 #include "common/host.h"
 
@@ -16,11 +20,14 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "common/addrs.h"
 #include "common/codec.h"
+#include "common/datadir.h"
 #include "common/held.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/monotime.h"
+#include "common/raft/node.h"
 #include "common/status.h"
 
 #define METHODS_MAX 16
@@ -132,9 +139,10 @@ int host_new(const struct host_opts *o, struct host **out, char *err,
 	h->mod = o->log_mod;
 	h->ops = o->ops;
 	h->ctx = o->ctx;
-	h->id = o->id;
-	for (size_t i = 0; i < o->n_peers && i < RAFT_MAX_NODES; i++) {
-		h->peers[h->n_peers] = mem_strdup(o->peers[i]);
+	h->id = o->replica->id;
+	for (size_t i = 0; i < o->replica->n_peers && i < RAFT_MAX_NODES;
+	     i++) {
+		h->peers[h->n_peers] = mem_strdup(o->replica->peers[i]);
 		if (!h->peers[h->n_peers])
 			goto nomem;
 		h->n_peers++;
@@ -310,21 +318,22 @@ uint64_t host_seed(uint64_t salt)
 	return seed ^ salt;
 }
 
-int host_check_peers(const char *const *peers, size_t n, uint32_t id,
-		     size_t addr_max, char *err, size_t cap)
+int host_check_replica(const struct host_replica *r, const char *cluster,
+		       size_t addr_max, char *err, size_t cap)
 {
+	size_t n = r->n_peers;
 	if (n < 1 || n > RAFT_MAX_NODES) {
 		snprintf(err, cap, "%zu replicas; 1 to %d allowed", n,
 			 RAFT_MAX_NODES);
 		return STATUS_INVALID_ARGUMENT;
 	}
-	if (id < 1 || id > n) {
-		snprintf(err, cap, "id %u is not in 1..%zu (one per peer)", id,
-			 n);
+	if (r->id < 1 || r->id > n) {
+		snprintf(err, cap, "id %u is not in 1..%zu (one per peer)",
+			 r->id, n);
 		return STATUS_INVALID_ARGUMENT;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char *p = peers[i];
+		const char *p = r->peers[i];
 		if (!p || !*p || strlen(p) > addr_max || !strchr(p, ':')) {
 			snprintf(err, cap,
 				 "peer %zu: '%s' is not a host:port address",
@@ -332,7 +341,7 @@ int host_check_peers(const char *const *peers, size_t n, uint32_t id,
 			return STATUS_INVALID_ARGUMENT;
 		}
 		for (size_t j = 0; j < i; j++) {
-			if (!strcmp(p, peers[j])) {
+			if (!strcmp(p, r->peers[j])) {
 				snprintf(err, cap,
 					 "peers %zu and %zu are both %s", j + 1,
 					 i + 1, p);
@@ -340,7 +349,53 @@ int host_check_peers(const char *const *peers, size_t n, uint32_t id,
 			}
 		}
 	}
+	if (!r->data_dir || !*r->data_dir) {
+		snprintf(err, cap, "no data dir");
+		return STATUS_INVALID_ARGUMENT;
+	}
+	if (!datadir_cluster_ok(cluster)) {
+		snprintf(err, cap,
+			 "cluster name '%s': 1 to %d characters of A-Z a-z "
+			 "0-9 . _ -",
+			 cluster, DATADIR_CLUSTER_MAX);
+		return STATUS_INVALID_ARGUMENT;
+	}
 	return STATUS_OK;
+}
+
+const char *host_listen_addr(const struct host_replica *r)
+{
+	return r->listen ? r->listen : r->peers[r->id - 1];
+}
+
+void host_node_opts(struct host *h, const struct host_replica *r,
+		    uint64_t seed, size_t compaction_default,
+		    struct store *store, const struct raft_fsm_ops *fsm,
+		    void *fsm_ctx, struct raft_node_opts *no)
+{
+	size_t compact = r->compaction_log_bytes_max;
+	*no = (struct raft_node_opts){
+		.config = {.id = r->id,
+			   .n_nodes = r->n_peers,
+			   .election_timeout_ms_min = r->election_timeout_ms_min,
+			   .election_timeout_ms_max = r->election_timeout_ms_max,
+			   .heartbeat_ms = r->heartbeat_ms,
+			   .seed = seed},
+		.loop = h->loop,
+		.server = h->srv,
+		.client = h->cli,
+		.store = store,
+		.fsm = fsm,
+		.fsm_ctx = fsm_ctx,
+		.compaction_log_bytes_max = compact == SIZE_MAX ? 0
+					    : compact	    ? compact
+							    : compaction_default,
+		.external_turn_hook = true,
+	};
+	for (size_t i = 0; i < r->n_peers; i++) {
+		no->config.nodes[i] = (uint32_t)(i + 1);
+		no->addrs[i] = r->peers[i];
+	}
 }
 
 int host_usage_error(const char *prog, const char *msg)
@@ -379,28 +434,64 @@ int host_parse_args(const char *prog, struct flag *flags, size_t n, int argc,
 	return -1;
 }
 
-void host_log_setup(const char *node, enum log_level lvl)
+int host_replica_args(const char *prog, const struct host_args *a,
+		      char **list, struct host_replica *r)
+{
+	char err[768];
+	*list = mem_strdup(a->peers);
+	if (!*list) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		return 1;
+	}
+	if (!addrs_split(*list, "--peers", r->peers, RAFT_MAX_NODES,
+			 &r->n_peers, err, sizeof(err)))
+		return host_usage_error(prog, err);
+	if (a->id > r->n_peers) {
+		snprintf(err, sizeof(err),
+			 "--id %llu, but --peers lists %zu replicas",
+			 (unsigned long long)a->id, r->n_peers);
+		return host_usage_error(prog, err);
+	}
+	r->id = (uint32_t)a->id;
+	r->listen = a->listen;
+	r->data_dir = a->data;
+	r->cluster = a->cluster;
+	r->compaction_log_bytes_max = a->compact ? (size_t)a->compact
+						 : SIZE_MAX;
+	r->election_timeout_ms_min = a->election;
+	r->election_timeout_ms_max = 2 * a->election;
+	r->heartbeat_ms = a->election / 3;
+	return -1;
+}
+
+int host_serve(const char *prog, const char *node, enum log_level lvl,
+	       int (*start)(void *arg, char *err, size_t cap),
+	       void (*stop)(void *arg), void *arg)
 {
 	log_set_node(node);
 	log_set_clock(monotime_log_clock, NULL);
 	log_set_level(lvl);
-}
 
-static sigset_t stop_signals;
-
-void host_block_signals(void)
-{
+	/* Before any thread exists, so that every thread inherits the
+	 * mask and only the sigwait below takes these signals. */
+	sigset_t stop_signals;
 	sigemptyset(&stop_signals);
 	sigaddset(&stop_signals, SIGINT);
 	sigaddset(&stop_signals, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
-}
 
-int host_wait_signal(void)
-{
+	char err[768];
+	if (start(arg, err, sizeof(err)) != STATUS_OK) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		return 1;
+	}
 	int sig = 0;
 	while (sigwait(&stop_signals, &sig) != 0)
 		;
-	return sig;
+	log_info("main", "%s: shutting down",
+		 sig == SIGINT ? "SIGINT" : "SIGTERM");
+	stop(arg);
+	log_info("main", "stopped");
+	return 0;
 }

@@ -22,8 +22,9 @@
  *
  * Life cycle (the owner, on one thread that is not the loop's):
  *     host_new             loop, rpc server, rpc client
- *     raft_node_new        on host_loop / host_server / host_client,
- *                          with external_turn_hook (ops->turn drives it)
+ *     raft_node_new        with host_node_opts: on host_loop /
+ *                          host_server / host_client, with
+ *                          external_turn_hook (ops->turn drives it)
  *     host_add_method ...
  *     host_start           binds the address, starts the loop thread
  *     ... running ...
@@ -52,6 +53,36 @@
 #include "common/raft/raft.h"
 #include "common/rpc/rpc.h"
 
+struct raft_fsm_ops;
+struct raft_node_opts;
+struct store;
+
+/* What both servers are told about their replica: the first member of
+ * sm_server_opts and skv_server_opts. */
+struct host_replica {
+	/* This replica's id, 1..n_peers. */
+	uint32_t id;
+	/* "host:port" of replica i+1 (borrowed); n_peers in
+	 * 1..RAFT_MAX_NODES. The own entry is where this replica listens,
+	 * unless `listen` is set. */
+	const char *peers[RAFT_MAX_NODES];
+	size_t n_peers;
+	/* Where to listen ("0.0.0.0:7001"; port 0 picks one); NULL = the
+	 * own entry of `peers`. */
+	const char *listen;
+	/* The store's directory; created (with missing parents) if absent. */
+	const char *data_dir;
+	/* The cluster name; NULL = the server's default. */
+	const char *cluster;
+	/* Log compaction threshold; 0 = the server's default, SIZE_MAX =
+	 * never compact. */
+	size_t compaction_log_bytes_max;
+	/* Raft timing; 0 = the core's defaults (300-600 ms, 100 ms). */
+	uint64_t election_timeout_ms_min;
+	uint64_t election_timeout_ms_max;
+	uint64_t heartbeat_ms;
+};
+
 struct host_ops {
 	/* Loop thread: a request of `method` (as given to
 	 * host_add_method; `req` borrowed for the call) held as `token`.
@@ -77,9 +108,7 @@ struct host_opts {
 	const char *log_mod;
 	/* This replica's id and every replica's address, for the
 	 * leadership lines (copied). */
-	uint32_t id;
-	const char *const *peers;
-	size_t n_peers;
+	const struct host_replica *replica;
 	const struct host_ops *ops; /* borrowed; outlives the host */
 	void *ctx;
 };
@@ -136,11 +165,29 @@ void host_free(struct host *h);
 /* A seed for Raft timers and retry jitter: random, mixed with `salt`. */
 uint64_t host_seed(uint64_t salt);
 
-/* Checks a replica set as given on a command line: 1..RAFT_MAX_NODES
- * distinct "host:port" entries of at most addr_max bytes, and `id` in
- * 1..n. STATUS_OK or INVALID_ARGUMENT with err. */
-int host_check_peers(const char *const *peers, size_t n, uint32_t id,
-		     size_t addr_max, char *err, size_t cap);
+/* ---- the servers' replica (server.c) ---- */
+
+/* Checks a replica as given to a server: 1..RAFT_MAX_NODES distinct
+ * "host:port" peers of at most addr_max bytes, the id in 1..n_peers, a
+ * data dir, and `cluster` (r->cluster or the server's default) a valid
+ * cluster name (datadir_cluster_ok). STATUS_OK or INVALID_ARGUMENT with
+ * err. */
+int host_check_replica(const struct host_replica *r, const char *cluster,
+		       size_t addr_max, char *err, size_t cap);
+
+/* Where r listens: r->listen, else its own entry of r->peers
+ * (borrowed from r). */
+const char *host_listen_addr(const struct host_replica *r);
+
+/* Fills all of *no for raft_node_new: replica r's node on the host's
+ * loop, server and client, every peer by its address, turned by the
+ * owner's hook (external_turn_hook), over `store` and `fsm` (borrowed,
+ * as node.h says), with `seed`; compaction past r's threshold, or
+ * `compaction_default` when that is 0. */
+void host_node_opts(struct host *h, const struct host_replica *r,
+		    uint64_t seed, size_t compaction_default,
+		    struct store *store, const struct raft_fsm_ops *fsm,
+		    void *fsm_ctx, struct raft_node_opts *no);
 
 /* ---- the server programs (main.c) ---- */
 
@@ -161,14 +208,55 @@ int host_parse_args(const char *prog, struct flag *flags, size_t n, int argc,
 				  FILE *out),
 		    const char *const *level, enum log_level *lvl);
 
-/* Log lines tagged `node`, with wall-clock times, at `lvl`. */
-void host_log_setup(const char *node, enum log_level lvl);
+/* The flags both servers take, bound to their flag tables; level and
+ * the defaults of cluster, compact and election set before parsing. */
+struct host_args {
+	uint64_t id;
+	const char *peers;
+	const char *listen;
+	const char *data;
+	const char *cluster;
+	const char *level;
+	uint64_t compact;  /* --compact-bytes; 0 = never */
+	uint64_t election; /* --election-ms: [MS, 2*MS), heartbeat MS/3 */
+};
 
-/* Process-wide, main thread: block SIGINT and SIGTERM (before any
- * thread starts, so every thread inherits the mask) and ignore SIGPIPE;
- * then host_wait_signal takes one of them with sigwait, so shutdown runs
- * as ordinary code, never inside a signal handler. Returns the signal. */
-void host_block_signals(void);
-int host_wait_signal(void);
+/* The last entries of both servers' flag tables, bound to `a` (a
+ * struct host_args): --cluster, --log-level, --compact-bytes,
+ * --election-ms. */
+#define HOST_ARGS_FLAGS(a)                                              \
+	{"cluster", FLAG_STRING, &(a).cluster, "NAME",                  \
+	 "cluster name, recorded in the data directory", false, 0, 0,   \
+	 false},                                                        \
+	{"log-level", FLAG_STRING, &(a).level, "LEVEL",                 \
+	 "debug, info, warn or error", false, 0, 0, false},             \
+	{"compact-bytes", FLAG_UINT, &(a).compact, "N",                 \
+	 "compact the Raft log past this many bytes; 0 = never", false, \
+	 0, INT64_MAX, false},                                          \
+	{"election-ms", FLAG_UINT, &(a).election, "MS",                 \
+	 "election timeout, randomized in [MS, 2*MS); heartbeat MS/3",  \
+	 false, 30, 60000, false}
+
+/* After host_parse_args: fills *r from a, its peers split in a copy
+ * (*list, NULL on entry; the caller mem_frees it either way) and the id
+ * within them. Returns -1 to go on; else the exit status after printing:
+ * 1 out of memory, 2 a usage error. */
+int host_replica_args(const char *prog, const struct host_args *a,
+		      char **list, struct host_replica *r);
+
+/*
+ * The life of a server process, after its command line: log lines
+ * tagged `node` with wall-clock times at `lvl`; SIGINT and SIGTERM
+ * blocked in every thread (before start makes any) and SIGPIPE ignored;
+ * start(arg, err, cap) starts the server (STATUS_OK, or an error with a
+ * one-line reason in err); then sigwait takes SIGINT or SIGTERM, so
+ * shutdown runs as ordinary code, never inside a signal handler ("main:
+ * SIGTERM: shutting down"); stop(arg) stops and frees it ("main:
+ * stopped"). Main thread, once. Returns the exit status: 0, or 1 when
+ * start failed (after "<prog>: <err>" on stderr).
+ */
+int host_serve(const char *prog, const char *node, enum log_level lvl,
+	       int (*start)(void *arg, char *err, size_t cap),
+	       void (*stop)(void *arg), void *arg);
 
 #endif

@@ -7,7 +7,6 @@
  * Exit status: 0 after a clean stop, 1 when it cannot start (the reason
  * on one line), 2 for bad flags.
  */
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,45 +80,54 @@ static void usage(const struct flag *flags, size_t n, FILE *out)
 		"  kvcli --masters $M get greeting\n");
 }
 
+/* The server between host_serve's start and stop. */
+struct run {
+	const struct skv_server_opts *o;
+	struct skv_server *s;
+};
+
+static int run_start(void *arg, char *err, size_t cap)
+{
+	struct run *r = arg;
+	return skv_server_start(r->o, &r->s, err, cap);
+}
+
+static void run_stop(void *arg)
+{
+	struct run *r = arg;
+	skv_server_stop_free(r->s);
+}
+
 int main(int argc, char **argv)
 {
-	uint64_t gid = 0, id = 0, compact = SKV_SERVER_COMPACTION_BYTES_DEFAULT,
-		 election = 300;
-	const char *peers = NULL, *listen = NULL, *masters = NULL,
-		   *data = NULL, *cluster = SKV_SERVER_CLUSTER_DEFAULT,
-		   *level = "info";
+	uint64_t gid = 0;
+	const char *masters = NULL;
+	struct host_args a = {.cluster = SKV_SERVER_CLUSTER_DEFAULT,
+			      .level = "info",
+			      .compact = SKV_SERVER_COMPACTION_BYTES_DEFAULT,
+			      .election = 300};
 	struct flag flags[] = {
 		{"gid", FLAG_UINT, &gid, "N",
 		 "this replica group's id, as joined with shardctl (> 0)", true,
 		 1, INT64_MAX, false},
-		{"id", FLAG_UINT, &id, "N",
+		{"id", FLAG_UINT, &a.id, "N",
 		 "this replica's id: its position in --peers, from 1", true, 1,
 		 RAFT_MAX_NODES, false},
-		{"peers", FLAG_STRING, &peers, "ADDR,ADDR,...",
+		{"peers", FLAG_STRING, &a.peers, "ADDR,ADDR,...",
 		 "host:port of every replica of the group, in id order, this "
 		 "one included",
 		 true, 0, 0, false},
-		{"listen", FLAG_STRING, &listen, "ADDR",
+		{"listen", FLAG_STRING, &a.listen, "ADDR",
 		 "where to listen, e.g. 0.0.0.0:7101 (default: own --peers entry)",
 		 false, 0, 0, false},
 		{"masters", FLAG_STRING, &masters, "ADDR,...",
 		 "host:port of every shard-master server (default: "
 		 "$" MASTERS_ENV ")",
 		 false, 0, 0, false},
-		{"data", FLAG_STRING, &data, "DIR",
+		{"data", FLAG_STRING, &a.data, "DIR",
 		 "data directory of this replica; created if missing", true, 0,
 		 0, false},
-		{"cluster", FLAG_STRING, &cluster, "NAME",
-		 "cluster name, recorded in the data directory", false, 0, 0,
-		 false},
-		{"log-level", FLAG_STRING, &level, "LEVEL",
-		 "debug, info, warn or error", false, 0, 0, false},
-		{"compact-bytes", FLAG_UINT, &compact, "N",
-		 "compact the Raft log past this many bytes; 0 = never", false,
-		 0, INT64_MAX, false},
-		{"election-ms", FLAG_UINT, &election, "MS",
-		 "election timeout, randomized in [MS, 2*MS); heartbeat MS/3",
-		 false, 30, 60000, false},
+		HOST_ARGS_FLAGS(a),
 	};
 	size_t nflags = sizeof(flags) / sizeof(flags[0]);
 	struct flags_result res;
@@ -129,10 +137,9 @@ int main(int argc, char **argv)
 	enum log_level lvl;
 
 	int code = host_parse_args(PROG, flags, nflags, argc, argv, &res,
-				   usage, &level, &lvl);
+				   usage, &a.level, &lvl);
 	if (code >= 0)
 		goto out;
-	code = 0;
 	if (!masters)
 		masters = getenv(MASTERS_ENV);
 	if (!masters || !*masters) {
@@ -140,59 +147,29 @@ int main(int argc, char **argv)
 					      ") is required");
 		goto out;
 	}
-	peer_list = mem_strdup(peers);
+	code = host_replica_args(PROG, &a, &peer_list, &o.replica);
+	if (code >= 0)
+		goto out;
+	code = 0;
 	master_list = mem_strdup(masters);
-	if (!peer_list || !master_list) {
+	if (!master_list) {
 		fprintf(stderr, PROG ": out of memory\n");
 		code = 1;
 		goto out;
 	}
-	if (!addrs_split(peer_list, "--peers", o.peers, RAFT_MAX_NODES,
-			 &o.n_peers, err, sizeof(err)) ||
-	    !addrs_split(master_list, "--masters", o.masters,
+	if (!addrs_split(master_list, "--masters", o.masters,
 			 SKV_SERVER_MASTERS_MAX, &o.n_masters, err,
 			 sizeof(err))) {
 		code = host_usage_error(PROG, err);
 		goto out;
 	}
-	if (id > o.n_peers) {
-		snprintf(err, sizeof(err),
-			 "--id %llu, but --peers lists %zu replicas",
-			 (unsigned long long)id, o.n_peers);
-		code = host_usage_error(PROG, err);
-		goto out;
-	}
 	o.gid = gid;
-	o.id = (uint32_t)id;
-	o.listen = listen;
-	o.data_dir = data;
-	o.cluster = cluster;
-	o.compaction_log_bytes_max = compact ? (size_t)compact : SIZE_MAX;
-	o.election_timeout_ms_min = election;
-	o.election_timeout_ms_max = 2 * election;
-	o.heartbeat_ms = election / 3;
 
 	char tag[48];
 	snprintf(tag, sizeof(tag), "kv%llu-%u", (unsigned long long)o.gid,
-		 o.id);
-	host_log_setup(tag, lvl);
-
-	/* Before any thread exists, so that every thread inherits the mask
-	 * and only host_wait_signal below takes these signals. */
-	host_block_signals();
-
-	struct skv_server *s;
-	int rc = skv_server_start(&o, &s, err, sizeof(err));
-	if (rc != STATUS_OK) {
-		fprintf(stderr, PROG ": %s\n", err);
-		code = 1;
-		goto out;
-	}
-	int sig = host_wait_signal();
-	log_info("main", "%s: shutting down",
-		 sig == SIGINT ? "SIGINT" : "SIGTERM");
-	skv_server_stop_free(s);
-	log_info("main", "stopped");
+		 o.replica.id);
+	struct run r = {.o = &o};
+	code = host_serve(PROG, tag, lvl, run_start, run_stop, &r);
 out:
 	mem_free(peer_list);
 	mem_free(master_list);

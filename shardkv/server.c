@@ -263,8 +263,8 @@ static int check_opts(const struct skv_server_opts *o, const char *cluster,
 		snprintf(err, cap, "gid 0 is not a group; gids start at 1");
 		return STATUS_INVALID_ARGUMENT;
 	}
-	int rc = host_check_peers(o->peers, o->n_peers, o->id,
-				  SM_ADDR_BYTES_MAX, err, cap);
+	int rc = host_check_replica(&o->replica, cluster, SM_ADDR_BYTES_MAX,
+				    err, cap);
 	if (rc != STATUS_OK)
 		return rc;
 	if (o->n_masters < 1 || o->n_masters > SKV_SERVER_MASTERS_MAX) {
@@ -282,17 +282,6 @@ static int check_opts(const struct skv_server_opts *o, const char *cluster,
 				 i + 1, m ? m : "");
 			return STATUS_INVALID_ARGUMENT;
 		}
-	}
-	if (!o->data_dir || !*o->data_dir) {
-		snprintf(err, cap, "no data dir");
-		return STATUS_INVALID_ARGUMENT;
-	}
-	if (!datadir_cluster_ok(cluster)) {
-		snprintf(err, cap,
-			 "cluster name '%s': 1 to %d characters of A-Z a-z "
-			 "0-9 . _ -",
-			 cluster, DATADIR_CLUSTER_MAX);
-		return STATUS_INVALID_ARGUMENT;
 	}
 	return STATUS_OK;
 }
@@ -315,15 +304,16 @@ static void teardown(struct skv_server *s)
 static int new_service(struct skv_server *s, const struct skv_server_opts *o,
 		       char *err, size_t cap)
 {
+	const struct host_replica *r = &o->replica;
 	char why[512];
 	struct skv_service_opts so = {
 		.store = s->store,
 		.gid = o->gid,
-		.self_id = o->id,
-		.n_nodes = o->n_peers,
+		.self_id = r->id,
+		.n_nodes = r->n_peers,
 		.masters = o->masters,
 		.n_masters = o->n_masters,
-		.seed = host_seed(o->gid << 8 | o->id),
+		.seed = host_seed(o->gid << 8 | r->id),
 		.poll_ms = o->poll_ms,
 		.call_timeout_ms = o->call_timeout_ms,
 		.reply = on_service_reply,
@@ -331,11 +321,11 @@ static int new_service(struct skv_server *s, const struct skv_server_opts *o,
 		.call = on_service_call,
 		.call_arg = s,
 	};
-	for (size_t i = 0; i < o->n_peers; i++)
-		so.addrs[i] = o->peers[i];
+	for (size_t i = 0; i < r->n_peers; i++)
+		so.addrs[i] = r->peers[i];
 	int rc = skv_service_new(&so, &s->svc, why, sizeof(why));
 	if (rc != STATUS_OK)
-		snprintf(err, cap, "data dir %s: %s", o->data_dir, why);
+		snprintf(err, cap, "data dir %s: %s", r->data_dir, why);
 	return rc;
 }
 
@@ -343,34 +333,15 @@ static int new_service(struct skv_server *s, const struct skv_server_opts *o,
 static int start_node(struct skv_server *s, const struct skv_server_opts *o,
 		      char *err, size_t cap)
 {
+	const struct host_replica *r = &o->replica;
 	char why[512];
-	struct raft_node_opts no = {
-		.config = {.id = o->id,
-			   .n_nodes = o->n_peers,
-			   .election_timeout_ms_min = o->election_timeout_ms_min,
-			   .election_timeout_ms_max = o->election_timeout_ms_max,
-			   .heartbeat_ms = o->heartbeat_ms,
-			   .seed = host_seed(o->gid << 8 | o->id)},
-		.loop = host_loop(s->host),
-		.server = host_server(s->host),
-		.client = host_client(s->host),
-		.store = s->store,
-		.fsm = &skv_service_fsm,
-		.fsm_ctx = s->svc,
-		.compaction_log_bytes_max =
-			o->compaction_log_bytes_max == SIZE_MAX ? 0
-			: o->compaction_log_bytes_max
-				? o->compaction_log_bytes_max
-				: SKV_SERVER_COMPACTION_BYTES_DEFAULT,
-		.external_turn_hook = true,
-	};
-	for (size_t i = 0; i < o->n_peers; i++) {
-		no.config.nodes[i] = (uint32_t)(i + 1);
-		no.addrs[i] = o->peers[i];
-	}
+	struct raft_node_opts no;
+	host_node_opts(s->host, r, host_seed(o->gid << 8 | r->id),
+		       SKV_SERVER_COMPACTION_BYTES_DEFAULT, s->store,
+		       &skv_service_fsm, s->svc, &no);
 	int rc = raft_node_new(&no, &s->node, why, sizeof(why));
 	if (rc != STATUS_OK) {
-		snprintf(err, cap, "data dir %s: %s", o->data_dir, why);
+		snprintf(err, cap, "data dir %s: %s", r->data_dir, why);
 		return rc;
 	}
 	/* The loop does not run yet: this thread owns the core. */
@@ -382,7 +353,8 @@ static int start_node(struct skv_server *s, const struct skv_server_opts *o,
 int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 		     char *err, size_t cap)
 {
-	const char *cluster = o->cluster ? o->cluster
+	const struct host_replica *r = &o->replica;
+	const char *cluster = r->cluster ? r->cluster
 					 : SKV_SERVER_CLUSTER_DEFAULT;
 	int rc;
 
@@ -403,22 +375,18 @@ int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 		.key = "kv/identity",
 		.cluster = cluster,
 		.fields = {{"gid", o->gid},
-			   {"id", o->id},
-			   {"nodes", o->n_peers}},
+			   {"id", r->id},
+			   {"nodes", r->n_peers}},
 		.n_fields = 3,
 	};
-	rc = datadir_open(o->data_dir, &want, &s->store, err, cap);
+	rc = datadir_open(r->data_dir, &want, &s->store, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
 	rc = new_service(s, o, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
-	struct host_opts ho = {.log_mod = MOD,
-			       .id = o->id,
-			       .peers = o->peers,
-			       .n_peers = o->n_peers,
-			       .ops = &skv_host_ops,
-			       .ctx = s};
+	struct host_opts ho = {
+		.log_mod = MOD, .replica = r, .ops = &skv_host_ops, .ctx = s};
 	rc = host_new(&ho, &s->host, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
@@ -436,7 +404,7 @@ int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 	/* Read before the loop owns the state machine. */
 	uint64_t config = skv_config_num(skv_service_state(s->svc));
 
-	const char *listen = o->listen ? o->listen : o->peers[o->id - 1];
+	const char *listen = host_listen_addr(r);
 	rc = host_start(s->host, listen, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
@@ -444,8 +412,8 @@ int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 		 "started: node %u of %zu in group %" PRIu64
 		 " of cluster \"%s\", listening on %s (port %d), data dir %s, "
 		 "%zu shard-master server%s, config %" PRIu64,
-		 o->id, o->n_peers, o->gid, cluster, listen,
-		 host_port(s->host), o->data_dir, o->n_masters,
+		 r->id, r->n_peers, o->gid, cluster, listen,
+		 host_port(s->host), r->data_dir, o->n_masters,
 		 o->n_masters == 1 ? "" : "s", config);
 	*out = s;
 	return STATUS_OK;

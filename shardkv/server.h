@@ -43,7 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/raft/raft.h"
+#include "common/host.h"
 
 /* A cluster name: 1..DATADIR_CLUSTER_MAX (64) bytes of [A-Za-z0-9._-];
  * the same default as the shard master's. */
@@ -57,34 +57,18 @@
 #define SKV_SERVER_MASTERS_MAX 16
 
 struct skv_server_opts {
+	/* Id, peers (of the group: also what the shard master's
+	 * configuration lists for it), listening address, data dir,
+	 * cluster (NULL = SKV_SERVER_CLUSTER_DEFAULT), compaction (0 =
+	 * SKV_SERVER_COMPACTION_BYTES_DEFAULT) and Raft timing
+	 * (common/host.h). */
+	struct host_replica replica;
 	/* This replica group, > 0. */
 	uint64_t gid;
-	/* This replica's id, 1..n_peers. */
-	uint32_t id;
-	/* "host:port" of replica i+1 of the group (borrowed for the call);
-	 * n_peers in 1..RAFT_MAX_NODES. The own entry is where this replica
-	 * listens, unless `listen` is set, and what the shard master's
-	 * configuration lists for the group. */
-	const char *peers[RAFT_MAX_NODES];
-	size_t n_peers;
-	/* Where to listen ("0.0.0.0:7101"; port 0 picks one); NULL = the
-	 * own entry of `peers`. */
-	const char *listen;
 	/* The shard master's servers (borrowed for the call); 1..
 	 * SKV_SERVER_MASTERS_MAX. */
 	const char *masters[SKV_SERVER_MASTERS_MAX];
 	size_t n_masters;
-	/* The store's directory; created (with missing parents) if absent. */
-	const char *data_dir;
-	/* NULL = SKV_SERVER_CLUSTER_DEFAULT. */
-	const char *cluster;
-	/* Log compaction threshold; 0 = SKV_SERVER_COMPACTION_BYTES_DEFAULT,
-	 * SIZE_MAX = never compact. */
-	size_t compaction_log_bytes_max;
-	/* Raft timing; 0 = the core's defaults (300-600 ms, 100 ms). */
-	uint64_t election_timeout_ms_min;
-	uint64_t election_timeout_ms_max;
-	uint64_t heartbeat_ms;
 	/* The service's configuration polling and outgoing call deadline;
 	 * 0 = its defaults (100 ms, 1,000 ms). */
 	uint64_t poll_ms;

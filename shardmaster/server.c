@@ -114,21 +114,10 @@ static const struct host_ops sm_host_ops = {
 static int check_opts(const struct sm_server_opts *o, const char *cluster,
 		      char *err, size_t cap)
 {
-	int rc = host_check_peers(o->peers, o->n_peers, o->id,
-				  SM_ADDR_BYTES_MAX, err, cap);
+	int rc = host_check_replica(&o->replica, cluster, SM_ADDR_BYTES_MAX,
+				    err, cap);
 	if (rc != STATUS_OK)
 		return rc;
-	if (!o->data_dir || !*o->data_dir) {
-		snprintf(err, cap, "no data dir");
-		return STATUS_INVALID_ARGUMENT;
-	}
-	if (!datadir_cluster_ok(cluster)) {
-		snprintf(err, cap,
-			 "cluster name '%s': 1 to %d characters of A-Z a-z "
-			 "0-9 . _ -",
-			 cluster, SM_CLUSTER_NAME_MAX);
-		return STATUS_INVALID_ARGUMENT;
-	}
 	if (o->nshards > SM_SHARDS_MAX) {
 		snprintf(err, cap, "%u shards; at most %d", o->nshards,
 			 SM_SHARDS_MAX);
@@ -153,37 +142,17 @@ static void teardown(struct sm_server *s)
 }
 
 /* The Raft node over the host, the service attached to its core. */
-static int start_node(struct sm_server *s, const struct sm_server_opts *o,
+static int start_node(struct sm_server *s, const struct host_replica *r,
 		      char *err, size_t cap)
 {
 	char why[512];
-	struct raft_node_opts no = {
-		.config = {.id = o->id,
-			   .n_nodes = o->n_peers,
-			   .election_timeout_ms_min = o->election_timeout_ms_min,
-			   .election_timeout_ms_max = o->election_timeout_ms_max,
-			   .heartbeat_ms = o->heartbeat_ms,
-			   .seed = host_seed(o->id)},
-		.loop = host_loop(s->host),
-		.server = host_server(s->host),
-		.client = host_client(s->host),
-		.store = s->store,
-		.fsm = &sm_service_fsm,
-		.fsm_ctx = s->svc,
-		.compaction_log_bytes_max =
-			o->compaction_log_bytes_max == SIZE_MAX ? 0
-			: o->compaction_log_bytes_max
-				? o->compaction_log_bytes_max
-				: SM_COMPACTION_BYTES_DEFAULT,
-		.external_turn_hook = true,
-	};
-	for (size_t i = 0; i < o->n_peers; i++) {
-		no.config.nodes[i] = (uint32_t)(i + 1);
-		no.addrs[i] = o->peers[i];
-	}
+	struct raft_node_opts no;
+	host_node_opts(s->host, r, host_seed(r->id),
+		       SM_COMPACTION_BYTES_DEFAULT, s->store, &sm_service_fsm,
+		       s->svc, &no);
 	int rc = raft_node_new(&no, &s->node, why, sizeof(why));
 	if (rc != STATUS_OK) {
-		snprintf(err, cap, "data dir %s: %s", o->data_dir, why);
+		snprintf(err, cap, "data dir %s: %s", r->data_dir, why);
 		return rc;
 	}
 	/* The loop does not run yet: this thread owns the core. */
@@ -195,7 +164,8 @@ static int start_node(struct sm_server *s, const struct sm_server_opts *o,
 int sm_server_start(const struct sm_server_opts *o, struct sm_server **out,
 		    char *err, size_t cap)
 {
-	const char *cluster = o->cluster ? o->cluster : SM_CLUSTER_DEFAULT;
+	const struct host_replica *r = &o->replica;
+	const char *cluster = r->cluster ? r->cluster : SM_CLUSTER_DEFAULT;
 	char why[512];
 	int rc;
 
@@ -215,39 +185,35 @@ int sm_server_start(const struct sm_server_opts *o, struct sm_server **out,
 		.title = "shard-master",
 		.key = "sm/identity",
 		.cluster = cluster,
-		.fields = {{"id", o->id}, {"nodes", o->n_peers}},
+		.fields = {{"id", r->id}, {"nodes", r->n_peers}},
 		.n_fields = 2,
 	};
-	rc = datadir_open(o->data_dir, &want, &s->store, err, cap);
+	rc = datadir_open(r->data_dir, &want, &s->store, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
 
 	struct sm_service_opts so = {
 		.store = s->store,
-		.self_id = o->id,
-		.n_nodes = o->n_peers,
+		.self_id = r->id,
+		.n_nodes = r->n_peers,
 		.nshards = o->nshards,
 		.reply = on_service_reply,
 		.reply_arg = s,
 	};
-	for (size_t i = 0; i < o->n_peers; i++)
-		so.addrs[i] = o->peers[i];
+	for (size_t i = 0; i < r->n_peers; i++)
+		so.addrs[i] = r->peers[i];
 	rc = sm_service_new(&so, &s->svc, why, sizeof(why));
 	if (rc != STATUS_OK) {
-		snprintf(err, cap, "data dir %s: %s", o->data_dir, why);
+		snprintf(err, cap, "data dir %s: %s", r->data_dir, why);
 		goto fail;
 	}
 
-	struct host_opts ho = {.log_mod = MOD,
-			       .id = o->id,
-			       .peers = o->peers,
-			       .n_peers = o->n_peers,
-			       .ops = &sm_host_ops,
-			       .ctx = s};
+	struct host_opts ho = {
+		.log_mod = MOD, .replica = r, .ops = &sm_host_ops, .ctx = s};
 	rc = host_new(&ho, &s->host, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
-	rc = start_node(s, o, err, cap);
+	rc = start_node(s, r, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
 	for (int m = SM_METHOD_JOIN; m <= SM_METHOD_QUERY; m++) {
@@ -269,15 +235,15 @@ int sm_server_start(const struct sm_server_opts *o, struct sm_server **out,
 		snprintf(state, sizeof(state),
 			 "new cluster (the first leader creates config 0)");
 
-	const char *listen = o->listen ? o->listen : o->peers[o->id - 1];
+	const char *listen = host_listen_addr(r);
 	rc = host_start(s->host, listen, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
 	log_info(MOD,
 		 "started: node %u of %zu in shard-master cluster \"%s\", "
 		 "listening on %s (port %d), data dir %s, %s",
-		 o->id, o->n_peers, cluster, listen, host_port(s->host),
-		 o->data_dir, state);
+		 r->id, r->n_peers, cluster, listen, host_port(s->host),
+		 r->data_dir, state);
 	*out = s;
 	return STATUS_OK;
 

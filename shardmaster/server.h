@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/raft/raft.h"
+#include "common/host.h"
 
 /* A cluster name: 1..SM_CLUSTER_NAME_MAX bytes of [A-Za-z0-9._-]. */
 #define SM_CLUSTER_NAME_MAX 64
@@ -47,32 +47,15 @@
 #define SM_COMPACTION_BYTES_DEFAULT (1u << 20)
 
 struct sm_server_opts {
-	/* This replica's id, 1..n_peers. */
-	uint32_t id;
-	/* "host:port" of replica i+1 (borrowed for the call); n_peers in
-	 * 1..RAFT_MAX_NODES. The own entry is where this replica listens,
-	 * unless `listen` is set. */
-	const char *peers[RAFT_MAX_NODES];
-	size_t n_peers;
-	/* Where to listen ("0.0.0.0:7001"; port 0 picks one); NULL = the
-	 * own entry of `peers`. */
-	const char *listen;
-	/* The store's directory; created (with missing parents) if absent. */
-	const char *data_dir;
+	/* Id, peers, listening address, data dir, cluster (NULL =
+	 * SM_CLUSTER_DEFAULT), compaction (0 = SM_COMPACTION_BYTES_DEFAULT)
+	 * and Raft timing (common/host.h). */
+	struct host_replica replica;
 	/* Shard count proposed if this replica first leads a new shard
 	 * master; 0 = SM_SHARDS_DEFAULT, with no warning. Once the cluster
 	 * exists its replicated count wins: a different non-zero value here
 	 * is ignored, with one warning in the log. */
 	uint32_t nshards;
-	/* NULL = SM_CLUSTER_DEFAULT. */
-	const char *cluster;
-	/* Log compaction threshold; 0 = SM_COMPACTION_BYTES_DEFAULT,
-	 * SIZE_MAX = never compact. */
-	size_t compaction_log_bytes_max;
-	/* Raft timing; 0 = the core's defaults (300-600 ms, 100 ms). */
-	uint64_t election_timeout_ms_min;
-	uint64_t election_timeout_ms_max;
-	uint64_t heartbeat_ms;
 };
 
 struct sm_server;

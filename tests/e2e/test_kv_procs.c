@@ -20,28 +20,20 @@
  * kvcli runs for all keys at once (one process per key), each with its
  * own deadline, so a pass costs one process start, not twenty. Every
  * wait polls a condition with a deadline; every child is killed in the
- * suite's fini, also after a failed assertion. Each server's stderr goes
- * to a log in the temporary directory; failures quote its tail. */
-#define _XOPEN_SOURCE 700 /* nftw */
+ * suite's fini, also after a failed assertion. Each server's output goes
+ * to a log in the temporary directory; failures quote its tail
+ * (tests/e2e/procs.h). */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "common/monotime.h"
 #include "common/shard.h"
+#include "tests/e2e/procs.h"
 #include "tests/port.h"
 
 #ifndef SHARDMASTER_BIN
@@ -61,12 +53,9 @@
 #define NGROUPS 3 /* gids 100, 101, 102 */
 #define NSHARDS 10
 #define NKEYS 20
-#define DEADLINE_MS 30000
-#define POLL_MS 20
 /* The clients' own deadline: covers an election after a kill -9 and a
  * shard move. */
 #define CLI_TIMEOUT "20000"
-#define OUT_MAX 4096
 /* Log compaction threshold of the groups: a dozen small writes, so the
  * writes made while a replica is down compact the log past it and it
  * catches up by snapshot. */
@@ -78,119 +67,15 @@ struct proc {
 	bool kv;      /* shardkv, else shardmaster */
 	uint64_t gid; /* shardkv */
 	uint32_t id;
-	char name[16]; /* "sm1", "kv100-2" */
-	char dir[128];
-	char log[128];
-	pid_t pid; /* 0: not running */
+	struct procs_server s; /* "sm1", "kv100-2" */
 };
 
 static char tmpdir[] = "/tmp/skv_kv_procs.XXXXXX";
-static bool have_tmpdir;
 static struct proc masters[NREP];
 static struct proc groups[NGROUPS][NREP];
 static const uint64_t gids[NGROUPS] = {100, 101, 102};
 static char master_list[NREP * 32];
 static char peer_list[NGROUPS][NREP * 32];
-/* Short-lived children (shardctl, kvcli) still running. */
-static pid_t tools[NKEYS + 4];
-
-static void pause_poll(void)
-{
-	struct timespec ts = {0, POLL_MS * 1000L * 1000L};
-	nanosleep(&ts, NULL);
-}
-
-/* The last `cap - 1` bytes of a file, for failure messages. */
-static void file_tail(const char *path, char *out, size_t cap)
-{
-	out[0] = 0;
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return;
-	fseek(f, 0, SEEK_END);
-	long size = ftell(f);
-	long from = size > (long)cap - 1 ? size - ((long)cap - 1) : 0;
-	fseek(f, from, SEEK_SET);
-	size_t n = fread(out, 1, cap - 1, f);
-	out[n] = 0;
-	fclose(f);
-}
-
-/* The whole file from byte `from` on, NUL-terminated (malloc'd). */
-static char *file_from(const char *path, long from)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return strdup("");
-	fseek(f, 0, SEEK_END);
-	long size = ftell(f);
-	if (from > size)
-		from = size;
-	fseek(f, from, SEEK_SET);
-	char *buf = malloc((size_t)(size - from) + 1);
-	cr_assert_not_null(buf);
-	size_t n = fread(buf, 1, (size_t)(size - from), f);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
-static long file_size(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? (long)st.st_size : 0;
-}
-
-/* fork + exec argv with stdout to out_fd and stderr to err_fd (-1:
- * /dev/null); the child dies with the test process. */
-static pid_t spawn(char *const argv[], int out_fd, int err_fd)
-{
-	fflush(NULL); /* nothing buffered is written twice */
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, 0);
-		dup2(out_fd >= 0 ? out_fd : null, 1);
-		dup2(err_fd >= 0 ? err_fd : null, 2);
-		for (int fd = 3; fd < 1024; fd++)
-			close(fd);
-		execv(argv[0], argv);
-		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	return pid;
-}
-
-/* Waits for pid to exit; SIGKILL at `end`. The wait status. */
-static int reap(pid_t pid, uint64_t end)
-{
-	int st = 0;
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid || (r < 0 && errno != EINTR))
-			return st;
-		if (monotime_now_ms() >= end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return st;
-		}
-		pause_poll();
-	}
-}
-
-static void proc_kill9(struct proc *p)
-{
-	if (!p->pid)
-		return;
-	kill(p->pid, SIGKILL);
-	reap(p->pid, monotime_now_ms() + DEADLINE_MS);
-	p->pid = 0;
-}
 
 /* Starts p (again: same directory and port) without waiting; output
  * appended to its log. */
@@ -200,156 +85,41 @@ static void proc_spawn(struct proc *p)
 	snprintf(id, sizeof(id), "%u", p->id);
 	snprintf(gid, sizeof(gid), "%" PRIu64, p->gid);
 	char *sm_argv[] = {SHARDMASTER_BIN, "--id", id, "--peers",
-			   master_list, "--data", p->dir, "--shards", "10",
+			   master_list, "--data", p->s.dir, "--shards", "10",
 			   NULL};
 	char *peers = p->kv ? peer_list[p->gid - gids[0]] : master_list;
 	char *kv_argv[] = {SHARDKV_BIN, "--gid", gid, "--id", id, "--peers",
 			   peers, "--masters",
-			   master_list, "--data", p->dir, "--compact-bytes",
+			   master_list, "--data", p->s.dir, "--compact-bytes",
 			   KV_COMPACT_BYTES, NULL};
-	int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-	cr_assert_geq(fd, 0, "%s: %s", p->log, strerror(errno));
-	p->pid = spawn(p->kv ? kv_argv : sm_argv, fd, fd);
-	close(fd);
+	procs_server_spawn(&p->s, p->kv ? kv_argv : sm_argv);
 }
 
-/* Waits for the "started" line p's log gets after byte `from`. A port a
- * killed process held may still be busy for a moment: a start that
- * failed only for that is retried. */
-static void proc_wait_started(struct proc *p, long from)
-{
-	uint64_t end = monotime_now_ms() + DEADLINE_MS;
-	for (;;) {
-		char *text = file_from(p->log, from);
-		bool started = strstr(text, "server: started:");
-		bool in_use = strstr(text, "address in use");
-		free(text);
-		if (started)
-			return;
-		int st;
-		if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-			p->pid = 0;
-			char tail[1024];
-			file_tail(p->log, tail, sizeof(tail));
-			cr_assert(in_use && monotime_now_ms() < end,
-				  "%s did not start (wait status %#x):\n%s",
-				  p->name, st, tail);
-			pause_poll();
-			from = file_size(p->log);
-			proc_spawn(p);
-			continue;
-		}
-		cr_assert_lt(monotime_now_ms(), end,
-			     "%s: no 'started' in %d ms", p->name, DEADLINE_MS);
-		pause_poll();
-	}
-}
-
-/* Starts n processes at once and waits until each has started. */
-static void procs_start(struct proc *ps, int n)
+/* Starts n processes at once and waits until each has started (its
+ * "started" line past where its log ended). A port a killed process
+ * held may still be busy for a moment: a start that failed only for
+ * that is retried. */
+static void start_all(struct proc *ps, int n)
 {
 	long from[NREP];
 	cr_assert_leq(n, NREP);
 	for (int i = 0; i < n; i++) {
-		from[i] = file_size(ps[i].log);
+		from[i] = procs_file_size(ps[i].s.log);
 		proc_spawn(&ps[i]);
 	}
-	for (int i = 0; i < n; i++)
-		proc_wait_started(&ps[i], from[i]);
-}
-
-static bool log_clean(const struct proc *p)
-{
-	char *text = file_from(p->log, 0);
-	bool bad = strstr(text, "Sanitizer") || strstr(text, "runtime error");
-	free(text);
-	return !bad;
-}
-
-/* SIGTERM, then expects a clean exit and a log free of sanitizer
- * reports. */
-static void proc_stop(struct proc *p)
-{
-	cr_assert_neq(p->pid, 0);
-	kill(p->pid, SIGTERM);
-	int st = reap(p->pid, monotime_now_ms() + DEADLINE_MS);
-	p->pid = 0;
-	char tail[2048];
-	file_tail(p->log, tail, sizeof(tail));
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		  "%s did not stop cleanly (wait status %#x):\n%s", p->name,
-		  st, tail);
-	cr_assert(log_clean(p), "%s: sanitizer report in %s:\n%s", p->name,
-		  p->log, tail);
-}
-
-/* Waits until p's log, from byte `from` on, contains `what`. */
-static void wait_log(const struct proc *p, long from, const char *what)
-{
-	uint64_t end = monotime_now_ms() + DEADLINE_MS;
-	for (;;) {
-		char *text = file_from(p->log, from);
-		bool found = strstr(text, what);
-		free(text);
-		if (found)
-			return;
-		char tail[1024];
-		file_tail(p->log, tail, sizeof(tail));
-		cr_assert_lt(monotime_now_ms(), end,
-			     "%s: no '%s' in %d ms:\n%s", p->name, what,
-			     DEADLINE_MS, tail);
-		pause_poll();
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
+	for (int i = 0; i < n; i++) {
+		while (!procs_server_wait_started(&ps[i].s, from[i], end)) {
+			procs_pause();
+			from[i] = procs_file_size(ps[i].s.log);
+			proc_spawn(&ps[i]);
+		}
 	}
 }
 
 /* ======== tools ======== */
 
-/* A tool's run: its exit code (-1 if it did not exit normally) and its
- * output, each truncated to OUT_MAX - 1 bytes. */
-struct run {
-	int rc;
-	char out[OUT_MAX];
-	char err[OUT_MAX];
-};
-
-static void read_file(const char *path, char *out)
-{
-	out[0] = 0;
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return;
-	size_t n = fread(out, 1, OUT_MAX - 1, f);
-	out[n] = 0;
-	fclose(f);
-}
-
-/* Runs n programs at once to completion, each with a deadline. */
-static void run_all(char **argvs[], struct run *runs, int n)
-{
-	char outp[NKEYS + 4][160], errp[NKEYS + 4][160];
-	cr_assert_leq(n, (int)(sizeof(tools) / sizeof(tools[0])));
-	for (int k = 0; k < n; k++) {
-		snprintf(outp[k], sizeof(outp[k]), "%s/tool%d.out", tmpdir, k);
-		snprintf(errp[k], sizeof(errp[k]), "%s/tool%d.err", tmpdir, k);
-		int fo = open(outp[k], O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		int fe = open(errp[k], O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		cr_assert(fo >= 0 && fe >= 0, "%s: %s", outp[k],
-			  strerror(errno));
-		tools[k] = spawn(argvs[k], fo, fe);
-		close(fo);
-		close(fe);
-	}
-	uint64_t end = monotime_now_ms() + 2 * DEADLINE_MS;
-	for (int k = 0; k < n; k++) {
-		int st = reap(tools[k], end);
-		tools[k] = 0;
-		runs[k].rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-		read_file(outp[k], runs[k].out);
-		read_file(errp[k], runs[k].err);
-	}
-}
-
-static struct run ctl_run;
+static struct procs_run ctl_run;
 
 /* shardctl --masters M --json --timeout T <a0> [a1]; its exit code,
  * output in ctl_run. */
@@ -359,12 +129,12 @@ static int shardctl(const char *a0, const char *a1)
 			"--timeout", CLI_TIMEOUT, (char *)a0, (char *)a1,
 			NULL};
 	char **argvs[] = {argv};
-	run_all(argvs, &ctl_run, 1);
+	procs_run_all(argvs, &ctl_run, 1);
 	return ctl_run.rc;
 }
 
 /* The configuration number of a change's --json output. */
-static uint64_t change_num(const struct run *r)
+static uint64_t change_num(const struct procs_run *r)
 {
 	const char *p = strstr(r->out, "\"config\":{\"num\":");
 	cr_assert(r->rc == 0 && strstr(r->out, "{\"ok\":true") && p,
@@ -439,7 +209,7 @@ static void kv_all(const char *cmd, int from, int to, const char *suffix,
 	char *argv[NKEYS][12];
 	char **argvs[NKEYS];
 	char vals[NKEYS][64];
-	struct run *runs = calloc(NKEYS, sizeof(*runs));
+	struct procs_run *runs = calloc(NKEYS, sizeof(*runs));
 	cr_assert_not_null(runs);
 	int n = to - from;
 	for (int k = 0; k < n; k++) {
@@ -458,7 +228,7 @@ static void kv_all(const char *cmd, int from, int to, const char *suffix,
 		argv[k][a] = NULL;
 		argvs[k] = argv[k];
 	}
-	run_all(argvs, runs, n);
+	procs_run_all(argvs, runs, n);
 	for (int k = 0; k < n; k++) {
 		int i = from + k;
 		cr_assert_eq(runs[k].rc, want,
@@ -515,7 +285,7 @@ static void wait_handed_over(int g, uint64_t num, uint32_t set)
 				 "shard %d of config %" PRIu64
 				 " handed over; old copy deleted",
 				 s, num);
-			wait_log(p, 0, what);
+			procs_server_wait_log(&p->s, 0, what);
 		}
 	}
 }
@@ -527,7 +297,7 @@ static struct proc *group_leader(int g)
 	uint32_t leader = 0;
 	uint64_t best = 0;
 	for (int r = 0; r < NREP; r++) {
-		char *text = file_from(groups[g][r].log, 0);
+		char *text = procs_file_from(groups[g][r].s.log, 0);
 		for (char *p = text; (p = strstr(p, "skv_server: node "));) {
 			p += strlen("skv_server: node ");
 			unsigned id;
@@ -555,14 +325,13 @@ static struct proc *group_leader(int g)
 
 static void proc_init(struct proc *p, bool kv, uint64_t gid, uint32_t id)
 {
+	char name[24];
 	*p = (struct proc){.kv = kv, .gid = gid, .id = id};
 	if (kv)
-		snprintf(p->name, sizeof(p->name), "kv%" PRIu64 "-%u", gid,
-			 id);
+		snprintf(name, sizeof(name), "kv%" PRIu64 "-%u", gid, id);
 	else
-		snprintf(p->name, sizeof(p->name), "sm%u", id);
-	snprintf(p->dir, sizeof(p->dir), "%s/%s", tmpdir, p->name);
-	snprintf(p->log, sizeof(p->log), "%s/%s.log", tmpdir, p->name);
+		snprintf(name, sizeof(name), "sm%u", id);
+	procs_server_init(&p->s, name);
 }
 
 static void list_ports(char *out, size_t cap)
@@ -575,9 +344,7 @@ static void list_ports(char *out, size_t cap)
 
 static void setup(void)
 {
-	signal(SIGPIPE, SIG_IGN);
-	cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
-	have_tmpdir = true;
+	procs_setup(tmpdir);
 	list_ports(master_list, sizeof(master_list));
 	for (int i = 0; i < NREP; i++)
 		proc_init(&masters[i], false, 0, (uint32_t)(i + 1));
@@ -590,30 +357,15 @@ static void setup(void)
 	pick_keys();
 }
 
-static int remove_one(const char *path, const struct stat *sb, int flag,
-		      struct FTW *ftw)
-{
-	remove(path);
-	return 0;
-}
-
 /* Also after a failed assertion: no child outlives the test. */
 static void teardown(void)
 {
-	for (size_t k = 0; k < sizeof(tools) / sizeof(tools[0]); k++) {
-		if (tools[k]) {
-			kill(tools[k], SIGKILL);
-			waitpid(tools[k], NULL, 0);
-			tools[k] = 0;
-		}
-	}
 	for (int g = 0; g < NGROUPS; g++)
 		for (int i = 0; i < NREP; i++)
-			proc_kill9(&groups[g][i]);
+			procs_server_kill9(&groups[g][i].s);
 	for (int i = 0; i < NREP; i++)
-		proc_kill9(&masters[i]);
-	if (have_tmpdir)
-		nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+		procs_server_kill9(&masters[i].s);
+	procs_teardown();
 }
 
 TestSuite(kv_procs, .init = setup, .fini = teardown, .timeout = 300);
@@ -621,9 +373,9 @@ TestSuite(kv_procs, .init = setup, .fini = teardown, .timeout = 300);
 Test(kv_procs, keys_survive_moves_group_shutdown_and_kill_9)
 {
 	uint64_t t0 = monotime_now_ms();
-	procs_start(masters, NREP);
-	procs_start(groups[0], NREP);
-	procs_start(groups[1], NREP);
+	start_all(masters, NREP);
+	start_all(groups[0], NREP);
+	start_all(groups[1], NREP);
 	join(0);
 	join(1);
 	cr_log_info("shard master and groups 100, 101 up (%" PRIu64 " ms)",
@@ -633,7 +385,7 @@ Test(kv_procs, keys_survive_moves_group_shutdown_and_kill_9)
 	expect_all();
 
 	/* 102 joins, 100 leaves: its shards move to 101 and 102. */
-	procs_start(groups[2], NREP);
+	start_all(groups[2], NREP);
 	join(2);
 	uint64_t num = leave(0);
 	uint32_t moved = shards_of(num - 1, 0);
@@ -643,7 +395,7 @@ Test(kv_procs, keys_survive_moves_group_shutdown_and_kill_9)
 	 * stop 100 and read everything again. */
 	wait_handed_over(0, num, moved);
 	for (int i = 0; i < NREP; i++)
-		proc_stop(&groups[0][i]);
+		procs_server_stop(&groups[0][i].s);
 	cr_log_info("group 100 left and stopped at config %" PRIu64
 		    " (%" PRIu64 " ms)",
 		    num, monotime_now_ms() - t0);
@@ -658,8 +410,8 @@ Test(kv_procs, keys_survive_moves_group_shutdown_and_kill_9)
 	/* kill -9 of 101's leader: the other two serve, and write enough
 	 * to compact their logs past it. */
 	struct proc *down = group_leader(1);
-	cr_log_info("kill -9 %s", down->name);
-	proc_kill9(down);
+	cr_log_info("kill -9 %s", down->s.name);
+	procs_server_kill9(&down->s);
 	kv_all("put", NKEYS / 2, NKEYS, "v2", 0);
 	kv_all("append", 0, NKEYS, "a2", 0);
 	kv_all("append", 0, NKEYS, "a3", 0);
@@ -667,22 +419,22 @@ Test(kv_procs, keys_survive_moves_group_shutdown_and_kill_9)
 
 	/* Back up, it catches up by snapshot; then another replica goes
 	 * down, so the group needs the restarted one for its majority. */
-	long from = file_size(down->log);
-	procs_start(down, 1);
-	wait_log(down, from, "installed a snapshot");
+	long from = procs_file_size(down->s.log);
+	start_all(down, 1);
+	procs_server_wait_log(&down->s, from, "installed a snapshot");
 	struct proc *other = &groups[1][down->id % NREP];
-	cr_log_info("%s restarted and caught up; kill -9 %s", down->name,
-		    other->name);
-	proc_kill9(other);
+	cr_log_info("%s restarted and caught up; kill -9 %s", down->s.name,
+		    other->s.name);
+	procs_server_kill9(&other->s);
 	kv_all("append", 0, NKEYS, "a4", 0);
 	expect_all();
-	procs_start(other, 1);
+	start_all(other, 1);
 	expect_all();
 
 	for (int g = 1; g < NGROUPS; g++)
 		for (int i = 0; i < NREP; i++)
-			proc_stop(&groups[g][i]);
+			procs_server_stop(&groups[g][i].s);
 	for (int i = 0; i < NREP; i++)
-		proc_stop(&masters[i]);
+		procs_server_stop(&masters[i].s);
 	cr_log_info("done in %" PRIu64 " ms", monotime_now_ms() - t0);
 }

@@ -24,20 +24,16 @@
  *     status     -> "ROLE TERM COMMIT APPLIED COUNT"
  *     propose N  -> "ok FIRST LAST" or "notleader"
  *     EOF        -> the child shuts down (node.h order) and exits 0. */
-#define _XOPEN_SOURCE 700 /* nftw */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
-#include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/lsan_interface.h>
@@ -51,12 +47,11 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "common/store/store.h"
-#include "tests/store_dump.h"
+#include "tests/e2e/procs.h"
 #include "tests/port.h"
+#include "tests/store_dump.h"
 
 #define N 3
-#define DEADLINE_MS 30000
-#define POLL_MS 20
 #define BATCH 100
 #define ENTRY_BYTES 16 /* "e<pid>.<seq>" padded */
 #define EXIT_BIND 75 /* the child could not listen on its port */
@@ -336,18 +331,11 @@ struct node_status {
 };
 
 static char tmpdir[] = "/tmp/skv_raft_procs.XXXXXX";
-static bool have_tmpdir;
 static struct proc procs[N];
 /* Entries known committed, and entries whose fate is unknown (their
  * leader lost the lead before they were seen applied): the count of
  * applied entries must lie in [certain, certain + ambiguous]. */
 static unsigned long long certain, ambiguous;
-
-static void pause_poll(void)
-{
-	struct timespec ts = {0, POLL_MS * 1000L * 1000L};
-	nanosleep(&ts, NULL);
-}
 
 static void close_fds(struct proc *p)
 {
@@ -364,15 +352,8 @@ static void spawn(struct proc *p)
 	int cmd[2], resp[2];
 	cr_assert_eq(pipe(cmd), 0);
 	cr_assert_eq(pipe(resp), 0);
-	fflush(NULL); /* nothing buffered is written twice */
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+	pid_t pid = procs_fork();
 	if (pid == 0) {
-		/* Dies with the test process, even if it is killed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
 		/* Only the parent may hold a write end, or EOF never comes. */
 		for (int i = 0; i < N; i++)
 			close_fds(&procs[i]);
@@ -422,15 +403,7 @@ static bool read_line(struct proc *p, char *out, size_t cap, uint64_t end)
 /* Waits for p to exit by itself; SIGKILL at the deadline. The status. */
 static int reap(struct proc *p, uint64_t end)
 {
-	int st = 0;
-	while (waitpid(p->pid, &st, WNOHANG) == 0) {
-		if (monotime_now_ms() >= end) {
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, &st, 0);
-			break;
-		}
-		pause_poll();
-	}
+	int st = procs_reap(p->pid, end);
 	close_fds(p);
 	p->pid = 0;
 	return st;
@@ -445,20 +418,20 @@ static void proc_kill(struct proc *p)
  * held may still be busy for a moment, so binding is retried. */
 static void proc_start(struct proc *p)
 {
-	uint64_t end = monotime_now_ms() + DEADLINE_MS;
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
 	char line[320];
 	for (;;) {
 		spawn(p);
 		bool ok = read_line(p, line, sizeof(line), end);
 		if (ok && strcmp(line, "ready") == 0)
 			return;
-		int st = reap(p, monotime_now_ms() + DEADLINE_MS);
+		int st = reap(p, monotime_now_ms() + PROCS_DEADLINE_MS);
 		bool again = ok && strncmp(line, "bindfail", 8) == 0 &&
 			     WIFEXITED(st) && WEXITSTATUS(st) == EXIT_BIND;
 		cr_assert(again && monotime_now_ms() < end,
 			  "node %u did not start: %s (wait status %#x)", p->id,
 			  line, st);
-		pause_poll();
+		procs_pause();
 	}
 }
 
@@ -470,7 +443,7 @@ static void command(struct proc *p, const char *cmd, char *out, size_t cap)
 	cr_assert_eq(write(p->cmd_fd, line, (size_t)len), len,
 		     "node %u: cannot send '%s': %s", p->id, cmd,
 		     strerror(errno));
-	bool ok = read_line(p, out, cap, monotime_now_ms() + DEADLINE_MS);
+	bool ok = read_line(p, out, cap, monotime_now_ms() + PROCS_DEADLINE_MS);
 	cr_assert(ok, "node %u: '%s': %s", p->id, cmd, out);
 }
 
@@ -496,7 +469,7 @@ typedef bool (*status_pred)(const struct node_status st[N], void *arg);
 static void poll_until(status_pred done, void *arg, const char *what,
 		       bool log)
 {
-	uint64_t end = monotime_now_ms() + DEADLINE_MS;
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
 	struct node_status st[N];
 	char msg[512];
 	for (;;) {
@@ -521,8 +494,8 @@ static void poll_until(status_pred done, void *arg, const char *what,
 			return;
 		}
 		cr_assert_lt(monotime_now_ms(), end, "%s: not in %d ms:%s",
-			     what, DEADLINE_MS, msg);
-		pause_poll();
+			     what, PROCS_DEADLINE_MS, msg);
+		procs_pause();
 	}
 }
 
@@ -675,11 +648,9 @@ static void dump(const char *dir, struct buf *out, uint64_t *keys)
 
 static void setup(void)
 {
-	signal(SIGPIPE, SIG_IGN); /* a dead child's pipe: EPIPE, reported */
 	for (int i = 0; i < N; i++)
 		procs[i].cmd_fd = procs[i].resp_fd = -1;
-	cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
-	have_tmpdir = true;
+	procs_setup(tmpdir);
 	for (int i = 0; i < N; i++) {
 		procs[i].id = (uint32_t)(i + 1);
 		snprintf(procs[i].dir, sizeof(procs[i].dir), "%s/node%d",
@@ -689,21 +660,13 @@ static void setup(void)
 	}
 }
 
-static int remove_one(const char *path, const struct stat *sb, int flag,
-		      struct FTW *ftw)
-{
-	remove(path);
-	return 0;
-}
-
 /* Also after a failed assertion: no child outlives the test. */
 static void teardown(void)
 {
 	for (int i = 0; i < N; i++)
 		if (procs[i].pid)
 			proc_kill(&procs[i]);
-	if (have_tmpdir)
-		nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+	procs_teardown();
 }
 
 TestSuite(raft_procs, .init = setup, .fini = teardown, .timeout = 500);
@@ -747,7 +710,7 @@ Test(raft_procs, kill_9_leader_and_follower_nothing_lost_or_applied_twice)
 	}
 	for (int i = 0; i < N; i++) {
 		uint32_t id = procs[i].id;
-		int st = reap(&procs[i], monotime_now_ms() + DEADLINE_MS);
+		int st = reap(&procs[i], monotime_now_ms() + PROCS_DEADLINE_MS);
 		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 			  "node %u did not exit cleanly (wait status %#x)", id,
 			  st);

@@ -17,28 +17,21 @@
  * start, saying why.
  *
  * Every wait polls with a deadline; every child is killed in the suite's
- * fini, also after a failed assertion. Each replica's stderr goes to
- * `log<id>` in the temporary directory; failures quote its tail. */
-#define _XOPEN_SOURCE 700 /* nftw */
+ * fini, also after a failed assertion. Each replica's output goes to
+ * `sm<id>.log` in the temporary directory; failures quote its tail
+ * (tests/e2e/procs.h). */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "common/monotime.h"
+#include "tests/e2e/procs.h"
 #include "tests/port.h"
 
 #ifndef SHARDMASTER_BIN
@@ -49,11 +42,8 @@
 #endif
 
 #define N 3
-#define DEADLINE_MS 30000
-#define POLL_MS 20
 /* shardctl's own deadline: covers an election after a kill -9. */
 #define CTL_TIMEOUT "20000"
-#define OUT_MAX 65536
 #define CONFIGS_MAX 128
 #define NSHARDS 10
 /* Log compaction threshold of the replicas: a few dozen small entries,
@@ -66,257 +56,47 @@
 
 struct proc {
 	uint32_t id;
-	char dir[128];
-	char log[128];
-	pid_t pid; /* 0: not running */
+	struct procs_server s; /* "sm<id>" */
 };
 
 static char tmpdir[] = "/tmp/skv_sm_procs.XXXXXX";
-static bool have_tmpdir;
 static struct proc procs[N];
 static char peers[N * 32];
-static pid_t extra_pid; /* a shardctl or short-lived shardmaster */
-
-static void pause_poll(void)
-{
-	struct timespec ts = {0, POLL_MS * 1000L * 1000L};
-	nanosleep(&ts, NULL);
-}
-
-/* The last `cap - 1` bytes of a file, for failure messages. */
-static void file_tail(const char *path, char *out, size_t cap)
-{
-	out[0] = 0;
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return;
-	fseek(f, 0, SEEK_END);
-	long size = ftell(f);
-	long from = size > (long)cap - 1 ? size - ((long)cap - 1) : 0;
-	fseek(f, from, SEEK_SET);
-	size_t n = fread(out, 1, cap - 1, f);
-	out[n] = 0;
-	fclose(f);
-}
-
-/* The whole file from byte `from` on, NUL-terminated (malloc'd). */
-static char *file_from(const char *path, long from)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return strdup("");
-	fseek(f, 0, SEEK_END);
-	long size = ftell(f);
-	if (from > size)
-		from = size;
-	fseek(f, from, SEEK_SET);
-	char *buf = malloc((size_t)(size - from) + 1);
-	cr_assert_not_null(buf);
-	size_t n = fread(buf, 1, (size_t)(size - from), f);
-	buf[n] = 0;
-	fclose(f);
-	return buf;
-}
-
-static long file_size(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? (long)st.st_size : 0;
-}
-
-/* fork + exec argv with stdout to out_fd and stderr to err_fd (-1:
- * /dev/null); the child dies with the test process. */
-static pid_t spawn(char *const argv[], int out_fd, int err_fd)
-{
-	fflush(NULL); /* nothing buffered is written twice */
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, 0);
-		dup2(out_fd >= 0 ? out_fd : null, 1);
-		dup2(err_fd >= 0 ? err_fd : null, 2);
-		/* Only 0, 1, 2 stay open: a child holding the write end of
-		 * another child's pipe would delay its EOF. */
-		for (int fd = 3; fd < 1024; fd++)
-			close(fd);
-		execv(argv[0], argv);
-		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	return pid;
-}
-
-/* Waits for pid to exit; SIGKILL at `end`. The wait status. */
-static int reap(pid_t pid, uint64_t end)
-{
-	int st = 0;
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid || (r < 0 && errno != EINTR))
-			return st;
-		if (monotime_now_ms() >= end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return st;
-		}
-		pause_poll();
-	}
-}
-
-static void proc_kill9(struct proc *p)
-{
-	if (!p->pid)
-		return;
-	kill(p->pid, SIGKILL);
-	reap(p->pid, monotime_now_ms() + DEADLINE_MS);
-	p->pid = 0;
-}
 
 /* Starts replica p (again: same directory and port) and waits for its
  * "started" line. A port a killed process held may still be busy for a
  * moment: a start that failed only for that is retried. */
 static void proc_start(struct proc *p)
 {
-	uint64_t end = monotime_now_ms() + DEADLINE_MS;
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
 	char id[16];
 	snprintf(id, sizeof(id), "%u", p->id);
 	char *argv[] = {SHARDMASTER_BIN, "--id",	  id,
 			"--peers",	 peers,		  "--data",
-			p->dir,		 "--compact-bytes", COMPACT_BYTES,
+			p->s.dir,	 "--compact-bytes", COMPACT_BYTES,
 			NULL};
 	for (;;) {
-		long from = file_size(p->log);
-		int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		cr_assert_geq(fd, 0, "%s: %s", p->log, strerror(errno));
-		p->pid = spawn(argv, fd, fd);
-		close(fd);
-		for (;;) {
-			char *text = file_from(p->log, from);
-			bool started = strstr(text, "sm_server: started:");
-			bool in_use = strstr(text, "address in use");
-			free(text);
-			if (started)
-				return;
-			int st;
-			if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-				p->pid = 0;
-				char tail[1024];
-				file_tail(p->log, tail, sizeof(tail));
-				cr_assert(in_use && monotime_now_ms() < end,
-					  "replica %u did not start (wait "
-					  "status %#x):\n%s",
-					  p->id, st, tail);
-				break; /* the port: try again */
-			}
-			cr_assert_lt(monotime_now_ms(), end,
-				     "replica %u: no 'started' in %d ms",
-				     p->id, DEADLINE_MS);
-			pause_poll();
-		}
-		pause_poll();
-	}
-}
-
-/* SIGTERM, then expects a clean exit and a log free of sanitizer
- * reports. */
-static void proc_stop(struct proc *p)
-{
-	cr_assert_neq(p->pid, 0);
-	kill(p->pid, SIGTERM);
-	int st = reap(p->pid, monotime_now_ms() + DEADLINE_MS);
-	p->pid = 0;
-	char tail[2048];
-	file_tail(p->log, tail, sizeof(tail));
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		  "replica %u did not stop cleanly (wait status %#x):\n%s",
-		  p->id, st, tail);
-	char *text = file_from(p->log, 0);
-	bool bad = strstr(text, "Sanitizer") || strstr(text, "runtime error");
-	free(text);
-	cr_assert(!bad, "replica %u: sanitizer report in %s:\n%s", p->id,
-		  p->log, tail);
-}
-
-/* Waits until p's log, from byte `from` on, contains `what`. */
-static void wait_log(const struct proc *p, long from, const char *what)
-{
-	uint64_t end = monotime_now_ms() + DEADLINE_MS;
-	for (;;) {
-		char *text = file_from(p->log, from);
-		bool found = strstr(text, what);
-		free(text);
-		if (found)
+		long from = procs_file_size(p->s.log);
+		procs_server_spawn(&p->s, argv);
+		if (procs_server_wait_started(&p->s, from, end))
 			return;
-		char tail[1024];
-		file_tail(p->log, tail, sizeof(tail));
-		cr_assert_lt(monotime_now_ms(), end,
-			     "replica %u: no '%s' in %d ms:\n%s", p->id, what,
-			     DEADLINE_MS, tail);
-		pause_poll();
+		procs_pause();
 	}
 }
 
-/* Runs a program to completion with a deadline; its stdout and stderr
- * (each truncated to OUT_MAX - 1 bytes). The exit code, or -1 if it
- * did not exit normally. */
-static int run(char *const argv[], char *out, char *err)
-{
-	int po[2], pe[2];
-	cr_assert_eq(pipe(po), 0);
-	cr_assert_eq(pipe(pe), 0);
-	extra_pid = spawn(argv, po[1], pe[1]);
-	close(po[1]);
-	close(pe[1]);
-	size_t lens[2] = {0, 0};
-	char *bufs[2] = {out, err};
-	struct pollfd pf[2] = {{.fd = po[0], .events = POLLIN},
-			       {.fd = pe[0], .events = POLLIN}};
-	uint64_t end = monotime_now_ms() + 2 * DEADLINE_MS;
-	while ((pf[0].fd >= 0 || pf[1].fd >= 0) && monotime_now_ms() < end) {
-		if (poll(pf, 2, POLL_MS * 10) <= 0)
-			continue;
-		for (int k = 0; k < 2; k++) {
-			if (pf[k].fd < 0 || !pf[k].revents)
-				continue;
-			char tmp[4096];
-			ssize_t n = read(pf[k].fd, tmp, sizeof(tmp));
-			if (n <= 0) {
-				close(pf[k].fd);
-				pf[k].fd = -1;
-				continue;
-			}
-			size_t room = OUT_MAX - 1 - lens[k];
-			size_t take = (size_t)n < room ? (size_t)n : room;
-			memcpy(bufs[k] + lens[k], tmp, take);
-			lens[k] += take;
-		}
-	}
-	for (int k = 0; k < 2; k++) {
-		if (pf[k].fd >= 0)
-			close(pf[k].fd);
-		bufs[k][lens[k]] = 0;
-	}
-	int st = reap(extra_pid, monotime_now_ms());
-	extra_pid = 0;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char ctl_out[OUT_MAX], ctl_err[OUT_MAX];
+static struct procs_run ctl;
 
 /* shardctl --masters <peers> --json --timeout T <args...>; its exit
- * code, stdout in ctl_out. */
+ * code, output in ctl. */
 static int shardctl(const char *a0, const char *a1, const char *a2,
 		    const char *a3)
 {
 	char *argv[] = {SHARDCTL_BIN, "--masters", peers, "--json",
 			"--timeout", CTL_TIMEOUT, (char *)a0, (char *)a1,
 			(char *)a2, (char *)a3, NULL};
-	return run(argv, ctl_out, ctl_err);
+	char **argvs[] = {argv};
+	procs_run_all(argvs, &ctl, 1);
+	return ctl.rc;
 }
 
 /* ======== configurations ======== */
@@ -422,10 +202,10 @@ static void take_cfg(const char *output, bool change, char *out,
 	const char *p = output, *end;
 	if (change) {
 		cr_assert(eat(&p, "{\"ok\":true,\"config\":"),
-			  "not a successful change: %s%s", output, ctl_err);
+			  "not a successful change: %s%s", output, ctl.err);
 	}
 	cr_assert(parse_cfg(p, c, &end), "not a configuration: %s%s", output,
-		  ctl_err);
+		  ctl.err);
 	cr_assert_lt((size_t)(end - p), cap);
 	memcpy(out, p, (size_t)(end - p));
 	out[end - p] = 0;
@@ -494,9 +274,9 @@ static void check_cfg(const struct cfg *c, bool balanced)
 /* A change answered OK made config latest+1: records and checks it. */
 static void expect_change(int rc, bool balanced, struct cfg *c)
 {
-	cr_assert_eq(rc, 0, "shardctl exit %d: %s%s", rc, ctl_out, ctl_err);
+	cr_assert_eq(rc, 0, "shardctl exit %d: %s%s", rc, ctl.out, ctl.err);
 	char text[sizeof(history[0])];
-	take_cfg(ctl_out, true, text, sizeof(text), c);
+	take_cfg(ctl.out, true, text, sizeof(text), c);
 	cr_assert_eq(c->num, latest + 1,
 		     "change made config %" PRIu64 ", expected %" PRIu64,
 		     c->num, latest + 1);
@@ -564,8 +344,8 @@ static void expect_query(int64_t num, uint64_t want)
 	snprintf(arg, sizeof(arg), "%" PRId64, num);
 	int rc = shardctl("query", num < 0 ? NULL : arg, NULL, NULL);
 	cr_assert_eq(rc, 0, "query %s: exit %d: %s%s", num < 0 ? "" : arg, rc,
-		     ctl_out, ctl_err);
-	take_cfg(ctl_out, false, text, sizeof(text), &c);
+		     ctl.out, ctl.err);
+	take_cfg(ctl.out, false, text, sizeof(text), &c);
 	cr_assert_str_eq(text, history[want], "query %s", num < 0 ? "" : arg);
 }
 
@@ -573,41 +353,25 @@ static void expect_query(int64_t num, uint64_t want)
 
 static void setup(void)
 {
-	signal(SIGPIPE, SIG_IGN);
-	cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
-	have_tmpdir = true;
+	procs_setup(tmpdir);
 	size_t off = 0;
 	for (int i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "sm%d", i + 1);
 		procs[i].id = (uint32_t)(i + 1);
-		snprintf(procs[i].dir, sizeof(procs[i].dir), "%s/sm%d", tmpdir,
-			 i + 1);
-		snprintf(procs[i].log, sizeof(procs[i].log), "%s/log%d",
-			 tmpdir, i + 1);
+		procs_server_init(&procs[i].s, name);
 		off += (size_t)snprintf(peers + off, sizeof(peers) - off,
 					"%s127.0.0.1:%d", i ? "," : "",
 					test_port_reserve());
 	}
 }
 
-static int remove_one(const char *path, const struct stat *sb, int flag,
-		      struct FTW *ftw)
-{
-	remove(path);
-	return 0;
-}
-
 /* Also after a failed assertion: no child outlives the test. */
 static void teardown(void)
 {
 	for (int i = 0; i < N; i++)
-		proc_kill9(&procs[i]);
-	if (extra_pid) {
-		kill(extra_pid, SIGKILL);
-		waitpid(extra_pid, NULL, 0);
-		extra_pid = 0;
-	}
-	if (have_tmpdir)
-		nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+		procs_server_kill9(&procs[i].s);
+	procs_teardown();
 }
 
 TestSuite(sm_procs, .init = setup, .fini = teardown, .timeout = 500);
@@ -620,9 +384,9 @@ Test(sm_procs, changes_survive_kill_9_of_each_replica_and_of_all)
 	/* Config 0 exists once the first leader's Init applied (shardctl
 	 * retries NOT_READY until then). */
 	int rc = shardctl("query", NULL, NULL, NULL);
-	cr_assert_eq(rc, 0, "query: exit %d: %s%s", rc, ctl_out, ctl_err);
+	cr_assert_eq(rc, 0, "query: exit %d: %s%s", rc, ctl.out, ctl.err);
 	struct cfg c;
-	take_cfg(ctl_out, false, history[0], sizeof(history[0]), &c);
+	take_cfg(ctl.out, false, history[0], sizeof(history[0]), &c);
 	cr_assert_eq(c.num, 0);
 	check_cfg(&c, true);
 
@@ -636,7 +400,7 @@ Test(sm_procs, changes_survive_kill_9_of_each_replica_and_of_all)
 	/* A refused change changes nothing. */
 	rc = shardctl("leave", "100", NULL, NULL);
 	cr_assert_eq(rc, 1, "leave of a gone group: exit %d: %s%s", rc,
-		     ctl_out, ctl_err);
+		     ctl.out, ctl.err);
 	expect_query(-1, latest);
 
 	/* Each replica in turn: down, the other two serve and change,
@@ -646,7 +410,7 @@ Test(sm_procs, changes_survive_kill_9_of_each_replica_and_of_all)
 	 * it. */
 	for (int i = 0; i < N; i++) {
 		cr_log_info("kill -9 replica %u", procs[i].id);
-		proc_kill9(&procs[i]);
+		procs_server_kill9(&procs[i].s);
 		expect_query(-1, latest);
 		if (i % 2 == 0) {
 			char addr[32];
@@ -656,15 +420,16 @@ Test(sm_procs, changes_survive_kill_9_of_each_replica_and_of_all)
 		for (int k = 0; k < CHANGES_WHILE_DOWN; k++)
 			move_to(k % 2 ? 200 : 300);
 		expect_query(-1, latest);
-		long from = file_size(procs[i].log);
+		long from = procs_file_size(procs[i].s.log);
 		proc_start(&procs[i]);
-		wait_log(&procs[i], from, "installed a snapshot");
+		procs_server_wait_log(&procs[i].s, from,
+				      "installed a snapshot");
 	}
 
 	/* All at once: everything acknowledged is still there. */
 	cr_log_info("kill -9 all replicas at config %" PRIu64, latest);
 	for (int i = 0; i < N; i++)
-		proc_kill9(&procs[i]);
+		procs_server_kill9(&procs[i].s);
 	for (int i = 0; i < N; i++)
 		proc_start(&procs[i]);
 	expect_query(-1, latest);
@@ -675,17 +440,18 @@ Test(sm_procs, changes_survive_kill_9_of_each_replica_and_of_all)
 	expect_query(-1, latest);
 
 	for (int i = 0; i < N; i++)
-		proc_stop(&procs[i]);
+		procs_server_stop(&procs[i].s);
 }
 
 /* Starts shardmaster with argv[1..] and expects it to refuse: exit 1
  * with a stderr line containing `why`. */
 static void expect_refused(char *const argv[], const char *why)
 {
-	static char out[OUT_MAX], err[OUT_MAX];
-	int rc = run(argv, out, err);
-	cr_assert_eq(rc, 1, "exit %d, expected 1:\n%s", rc, err);
-	cr_assert(strstr(err, why), "no '%s' in:\n%s", why, err);
+	static struct procs_run r;
+	char **argvs[] = {(char **)argv};
+	procs_run_all(argvs, &r, 1);
+	cr_assert_eq(r.rc, 1, "exit %d, expected 1:\n%s", r.rc, r.err);
+	cr_assert(strstr(r.err, why), "no '%s' in:\n%s", why, r.err);
 }
 
 Test(sm_procs, refuses_a_data_dir_that_is_not_its_own)
@@ -699,18 +465,18 @@ Test(sm_procs, refuses_a_data_dir_that_is_not_its_own)
 	proc_start(p);
 	/* Wait for its Init: the store then holds Raft state as well. */
 	int rc = shardctl("query", NULL, NULL, NULL);
-	cr_assert_eq(rc, 0, "query: exit %d: %s%s", rc, ctl_out, ctl_err);
-	proc_stop(p);
+	cr_assert_eq(rc, 0, "query: exit %d: %s%s", rc, ctl.out, ctl.err);
+	procs_server_stop(&p->s);
 
 	char *other_id[] = {SHARDMASTER_BIN, "--id", "2", "--peers", two,
-			    "--data", p->dir, NULL};
+			    "--data", p->s.dir, NULL};
 	expect_refused(other_id, "identity mismatch");
 	char *other_cluster[] = {SHARDMASTER_BIN, "--id", "1", "--peers",
-				 one, "--data", p->dir, "--cluster", "other",
+				 one, "--data", p->s.dir, "--cluster", "other",
 				 NULL};
 	expect_refused(other_cluster, "identity mismatch");
 
-	snprintf(dir, sizeof(dir), "%s/junk", tmpdir);
+	snprintf(dir, sizeof(dir), "%s/junk", procs_dir());
 	cr_assert_eq(mkdir(dir, 0755), 0);
 	char file[200];
 	snprintf(file, sizeof(file), "%s/notes.txt", dir);
@@ -724,5 +490,5 @@ Test(sm_procs, refuses_a_data_dir_that_is_not_its_own)
 
 	/* Its own identity still starts. */
 	proc_start(p);
-	proc_stop(p);
+	procs_server_stop(&p->s);
 }

@@ -13,12 +13,11 @@
 #include "common/buf.h"
 #include "common/codec.h"
 #include "common/mem.h"
-#include "common/raft/replica.h"
 #include "common/status.h"
 #include "common/store/store.h"
 #include "shardkv/service.h"
 #include "shardmaster/sm.h"
-#include "tests/sim/raft_cluster.h" /* raft_cluster_replica_drain */
+#include "tests/sim/replica_host.h"
 
 /*
  * Simulator message types besides Raft's (enum raft_msg_type). 16 and 17
@@ -116,13 +115,6 @@ struct key_rec {
 
 /* ---- replicas, groups, clerks ---- */
 
-struct token_slot {
-	uint64_t token;
-	uint32_t from;
-	uint64_t attempt;
-	enum skv_method method;
-};
-
 struct group;
 
 struct server {
@@ -130,13 +122,8 @@ struct server {
 	struct group *g;
 	size_t idx;
 	uint32_t id;
-	struct store_memenv *env;
-	struct store *store;
-	struct raft_replica *rep;
-	struct skv_service *svc;
-	struct token_slot *toks;
-	size_t n_toks, cap_toks;
-	uint64_t next_token;
+	struct replica_host host;
+	struct skv_service *svc; /* while the host is up */
 	struct calls calls;
 	uint64_t max_num; /* highest configuration number seen, ever */
 	uint64_t checked; /* configuration number last compared */
@@ -180,9 +167,7 @@ struct kv_cluster {
 	struct group groups[KV_CLUSTER_GROUPS_MAX];
 	struct clerk *clerks;
 	uint64_t next_attempt;
-	struct buf *hist; /* packed configuration n, as first seen */
-	size_t cap_hist;
-	struct buf scratch, scratch2;
+	struct buf scratch;
 	/* Per shard, per group: the configuration number it is served in
 	 * by a leader during the current check (0 = not). */
 	uint64_t *serving;
@@ -282,70 +267,51 @@ static uint64_t now_ms(const struct kv_cluster *c)
 	return sim_now_ms(c->sim);
 }
 
-/* ---- configuration history: one for every group and the master ---- */
-
-static struct buf *hist_at(struct kv_cluster *c, uint64_t num)
+/* Makes `call` (from endpoint `from`, kept in `cs`): sends "u64 attempt |
+ * u32 method | bytes" as a message of `type` to endpoint `to`. With `to`
+ * 0 (nobody has the address) it ends UNAVAILABLE at the next wake-up. */
+static void call_send(struct kv_cluster *c, uint32_t from, struct calls *cs,
+		      struct call *call, uint32_t to, uint32_t type,
+		      uint32_t method, const void *bytes, size_t len)
 {
-	if (num >= c->cap_hist) {
-		size_t cap = c->cap_hist ? c->cap_hist : 64;
-		while (cap <= num)
-			cap *= 2;
-		struct buf *h = mem_realloc(c->hist, cap * sizeof(*h));
-		if (!h)
-			abort();
-		for (size_t i = c->cap_hist; i < cap; i++)
-			buf_init(&h[i]);
-		c->hist = h;
-		c->cap_hist = cap;
+	if (!to) {
+		call->deadline = now_ms(c);
+		call->status = STATUS_UNAVAILABLE;
+		calls_add(cs, call);
+		return;
 	}
-	return &c->hist[num];
-}
-
-static void pack_config(const struct sm_config *cfg, struct buf *out)
-{
-	Skv__Config pc;
-	if (sm_config_to_proto(cfg, &pc) || codec_pack(&pc.base, out))
+	calls_add(cs, call);
+	struct buf out;
+	buf_init(&out);
+	if (buf_append_u64be(&out, call->attempt) ||
+	    buf_append_u32be(&out, method) || buf_append(&out, bytes, len))
 		abort();
-	sm_config_proto_release(&pc);
+	sim_send(c->sim, from, to, type, out.data, out.len);
+	buf_free(&out);
 }
 
-/* The packed form of the shard master's configuration `num` into
- * c->scratch2, from any up master replica that has it; false if none. */
-static bool master_config(struct kv_cluster *c, uint64_t num)
-{
-	for (uint32_t id = 1; id <= 3; id++) {
-		const struct sm *m = sm_cluster_sm(c->sm, id);
-		if (!m || sm_nshards(m) == 0 || sm_latest_num(m) < num)
-			continue;
-		pack_config(sm_config(m, (int64_t)num), &c->scratch2);
-		return true;
-	}
-	return false;
-}
+/* ---- configurations: the shard master's, everywhere ---- */
 
+/* A group replica's configuration must be the one the shard master made
+ * under its number (sm_cluster keeps those, and checks its replicas never
+ * fork): the master made it before anyone could learn it. */
 static void check_config(struct kv_cluster *c, struct server *s,
 			 const struct sm_config *cfg)
 {
-	pack_config(cfg, &c->scratch);
-	struct buf *h = hist_at(c, cfg->num);
-	if (h->len == 0) {
-		if (master_config(c, cfg->num) &&
-		    (c->scratch2.len != c->scratch.len ||
-		     memcmp(c->scratch2.data, c->scratch.data,
-			    c->scratch.len) != 0)) {
-			fail(c, "gid %" PRIu64 " replica %zu: configuration "
-				"%" PRIu64 " differs from the shard master's",
-			     s->g->gid, s->idx, cfg->num);
-			return;
-		}
-		if (buf_set(h, c->scratch.data, c->scratch.len))
-			abort();
-		return;
-	}
-	if (h->len != c->scratch.len ||
-	    memcmp(h->data, c->scratch.data, h->len) != 0)
+	Skv__Config pc;
+	if (sm_config_to_proto(cfg, &pc) || codec_pack(&pc.base, &c->scratch))
+		abort();
+	sm_config_proto_release(&pc);
+	const void *made;
+	size_t len;
+	if (!sm_cluster_config_made(c->sm, cfg->num, &made, &len))
 		fail(c, "gid %" PRIu64 " replica %zu: configuration %" PRIu64
-			" differs from the one another replica applied",
+			" the shard master never made",
+		     s->g->gid, s->idx, cfg->num);
+	else if (len != c->scratch.len ||
+		 memcmp(made, c->scratch.data, len) != 0)
+		fail(c, "gid %" PRIu64 " replica %zu: configuration %" PRIu64
+			" differs from the shard master's",
 		     s->g->gid, s->idx, cfg->num);
 }
 
@@ -360,7 +326,8 @@ static void check_server(struct kv_cluster *c, struct server *s)
 		return;
 	}
 	s->max_num = num;
-	size_t log = raft_log_bytes(raft_replica_raft(s->rep));
+	struct raft *r = replica_host_raft(&s->host);
+	size_t log = raft_log_bytes(r);
 	c->peak_log = log > c->peak_log ? log : c->peak_log;
 	const struct sm_config *cfg = skv_config(k);
 	if (!cfg)
@@ -369,7 +336,7 @@ static void check_server(struct kv_cluster *c, struct server *s)
 		check_config(c, s, cfg);
 		s->checked = num;
 	}
-	if (raft_role(raft_replica_raft(s->rep)) != RAFT_LEADER)
+	if (raft_role(r) != RAFT_LEADER)
 		return;
 	uint32_t n = skv_nshards(k);
 	for (uint32_t sh = 0; sh < n && sh < c->nshards; sh++) {
@@ -408,7 +375,7 @@ static void after_step(void *arg)
 	for (size_t g = 0; g < c->o.n_groups; g++)
 		for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++) {
 			struct server *s = &c->groups[g].srv[i];
-			if (s->svc && s->rep)
+			if (s->svc && replica_host_replica(&s->host))
 				check_server(c, s);
 		}
 }
@@ -419,25 +386,20 @@ static void srv_reply(void *arg, uint64_t token, const ProtobufCMessage *r)
 {
 	struct server *s = arg;
 	struct kv_cluster *c = s->c;
-	for (size_t i = 0; i < s->n_toks; i++) {
-		if (s->toks[i].token != token)
-			continue;
-		struct token_slot t = s->toks[i];
-		s->toks[i] = s->toks[--s->n_toks];
-		struct buf out;
-		buf_init(&out);
-		if (buf_append_u64be(&out, t.attempt) ||
-		    buf_append_u32be(&out, (uint32_t)t.method) ||
-		    codec_pack_append(r, &out))
-			abort();
-		sim_send(c->sim, s->id, t.from, MSG_KV_REPLY, out.data,
-			 out.len);
-		buf_free(&out);
+	struct replica_host_request t;
+	if (!replica_host_request_take(&s->host, token, &t)) {
+		fail(c, "gid %" PRIu64 " replica %zu answered token %" PRIu64
+			" twice or never issued",
+		     s->g->gid, s->idx, token);
 		return;
 	}
-	fail(c, "gid %" PRIu64 " replica %zu answered token %" PRIu64
-		" twice or never issued",
-	     s->g->gid, s->idx, token);
+	struct buf out;
+	buf_init(&out);
+	if (buf_append_u64be(&out, t.attempt) ||
+	    buf_append_u32be(&out, t.method) || codec_pack_append(r, &out))
+		abort();
+	sim_send(c->sim, s->id, t.from, MSG_KV_REPLY, out.data, out.len);
+	buf_free(&out);
 }
 
 static void srv_call(void *arg, uint64_t id, const char *addr,
@@ -475,152 +437,9 @@ static void srv_call(void *arg, uint64_t id, const char *addr,
 		fail(c, "gid %" PRIu64 " replica %zu: call %d to unknown "
 			"address '%s'",
 		     s->g->gid, s->idx, (int)kind, addr ? addr : "(null)");
-		call.deadline = now;
-		call.status = STATUS_UNAVAILABLE;
-		calls_add(&s->calls, &call);
-		return;
+		to = 0;
 	}
-	calls_add(&s->calls, &call);
-	struct buf out;
-	buf_init(&out);
-	if (buf_append_u64be(&out, call.attempt) ||
-	    buf_append_u32be(&out, method) || buf_append(&out, bytes, len))
-		abort();
-	sim_send(c->sim, s->id, to, type, out.data, out.len);
-	buf_free(&out);
-}
-
-static void srv_send(void *arg, struct raft_msg *m)
-{
-	struct server *s = arg;
-	if (m->to < 1 || m->to > KV_CLUSTER_REPLICAS) {
-		fail(s->c, "gid %" PRIu64 " replica %zu: Raft message to %u",
-		     s->g->gid, s->idx, m->to);
-		return;
-	}
-	sim_send(s->c->sim, s->id, kv_cluster_server_id(s->g->gid, m->to - 1),
-		 m->type, m->bytes.data, m->bytes.len);
-}
-
-static void srv_schedule(struct server *s)
-{
-	if (!s->rep)
-		return;
-	uint64_t w = raft_next_tick_ms(raft_replica_raft(s->rep));
-	uint64_t sw = skv_service_wake_ms(s->svc);
-	uint64_t cw = calls_next_deadline(&s->calls);
-	w = sw < w ? sw : w;
-	w = cw < w ? cw : w;
-	sim_wake_at(s->c->sim, s->id, w);
-}
-
-/* Processes every ready, lets the service react (it may propose, answer
- * and call), and again until a pass brings no new ready. */
-static void srv_process(struct server *s)
-{
-	struct kv_cluster *c = s->c;
-	for (int pass = 0; pass < 64 && s->rep; pass++) {
-		struct raft_replica_stats st;
-		raft_replica_stats(s->rep, &st);
-		uint64_t before = st.readies;
-		const char *why;
-		if (raft_cluster_replica_drain(s->rep, now_ms(c), srv_send, s,
-					       &why)) {
-			fail(c, "gid %" PRIu64 " replica %zu: %s", s->g->gid,
-			     s->idx, why);
-			return;
-		}
-		raft_replica_stats(s->rep, &st);
-		if (pass > 0 && st.readies == before)
-			break;
-		skv_service_after_process(s->svc, now_ms(c));
-	}
-	srv_schedule(s);
-}
-
-static void srv_boot(struct server *s)
-{
-	struct kv_cluster *c = s->c;
-	struct group *g = s->g;
-	char err[256];
-	struct store_opts so = { .path = "/kv", .create_if_missing = true,
-				 .memenv = s->env,
-				 .block_cache_bytes = 1 << 20 };
-	if (store_open(&so, &s->store, err, sizeof(err))) {
-		fail(c, "gid %" PRIu64 " replica %zu: store: %s", g->gid,
-		     s->idx, err);
-		return;
-	}
-	struct skv_service_opts svo = {
-		.store = s->store, .gid = g->gid,
-		.self_id = (uint32_t)s->idx + 1,
-		.n_nodes = KV_CLUSTER_REPLICAS,
-		.masters = (const char *const *)c->masters, .n_masters = 3,
-		.seed = sim_rand(c->sim),
-		.call_timeout_ms = c->o.call_timeout_ms,
-		.pull_page_bytes = c->o.pull_page_bytes,
-		.reply = srv_reply, .reply_arg = s,
-		.call = srv_call, .call_arg = s,
-	};
-	for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++)
-		svo.addrs[i] = g->names[i];
-	if (skv_service_new(&svo, &s->svc, err, sizeof(err))) {
-		fail(c, "gid %" PRIu64 " replica %zu: service: %s", g->gid,
-		     s->idx, err);
-		store_close(s->store);
-		s->store = NULL;
-		return;
-	}
-	struct raft_config cfg = {
-		.id = (uint32_t)s->idx + 1, .n_nodes = KV_CLUSTER_REPLICAS,
-		.seed = sim_rand(c->sim),
-	};
-	for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++)
-		cfg.nodes[i] = (uint32_t)(i + 1);
-	if (raft_replica_open(&cfg, s->store, &skv_service_fsm, s->svc,
-			      now_ms(c), &s->rep, err, sizeof(err))) {
-		fail(c, "gid %" PRIu64 " replica %zu does not boot: %s",
-		     g->gid, s->idx, err);
-		skv_service_free(s->svc);
-		s->svc = NULL;
-		store_close(s->store);
-		s->store = NULL;
-		return;
-	}
-	raft_replica_set_compaction(s->rep, c->o.maxlog);
-	skv_service_attach(s->svc, raft_replica_raft(s->rep));
-	s->checked = 0;
-	srv_process(s);
-}
-
-static void srv_down(struct server *s)
-{
-	/* A crash answers nobody: clerks and other groups time out. */
-	skv_service_free(s->svc);
-	s->svc = NULL;
-	raft_replica_free(s->rep);
-	s->rep = NULL;
-	store_close(s->store);
-	s->store = NULL;
-	s->n_toks = 0;
-	s->calls.n = 0;
-}
-
-static void srv_add_token(struct server *s, uint32_t from, uint64_t attempt,
-			  enum skv_method m, uint64_t *token)
-{
-	if (s->n_toks == s->cap_toks) {
-		size_t cap = s->cap_toks ? s->cap_toks * 2 : 16;
-		struct token_slot *t = mem_realloc(s->toks, cap * sizeof(*t));
-		if (!t)
-			abort();
-		s->toks = t;
-		s->cap_toks = cap;
-	}
-	*token = ++s->next_token;
-	s->toks[s->n_toks++] = (struct token_slot){
-		.token = *token, .from = from, .attempt = attempt, .method = m,
-	};
+	call_send(c, s->id, &s->calls, &call, to, type, method, bytes, len);
 }
 
 /* A reply to one of the replica's calls (type 17 or 19). */
@@ -641,27 +460,67 @@ static void srv_call_reply(struct server *s, const uint8_t *p, size_t len,
 	codec_free(m);
 }
 
-static void srv_on_message(void *ctx, uint32_t from, uint32_t type,
+/* ---- the hosted service (replica_host hooks) ---- */
+
+static int srv_open(void *arg, struct store *store,
+		    const struct raft_fsm_ops **fsm, void **fsm_ctx, char *err,
+		    size_t cap)
+{
+	struct server *s = arg;
+	struct kv_cluster *c = s->c;
+	struct group *g = s->g;
+	struct skv_service_opts svo = {
+		.store = store, .gid = g->gid,
+		.self_id = (uint32_t)s->idx + 1,
+		.n_nodes = KV_CLUSTER_REPLICAS,
+		.masters = (const char *const *)c->masters, .n_masters = 3,
+		.seed = sim_rand(c->sim),
+		.call_timeout_ms = c->o.call_timeout_ms,
+		.pull_page_bytes = c->o.pull_page_bytes,
+		.reply = srv_reply, .reply_arg = s,
+		.call = srv_call, .call_arg = s,
+	};
+	for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++)
+		svo.addrs[i] = g->names[i];
+	int rc = skv_service_new(&svo, &s->svc, err, cap);
+	*fsm = &skv_service_fsm;
+	*fsm_ctx = s->svc;
+	return rc;
+}
+
+static void srv_opened(void *arg, struct raft_replica *rep)
+{
+	struct server *s = arg;
+	skv_service_attach(s->svc, raft_replica_raft(rep));
+	s->checked = 0;
+}
+
+static void srv_close(void *arg)
+{
+	struct server *s = arg;
+	/* A crash answers nobody: clerks and other groups time out. */
+	skv_service_free(s->svc);
+	s->svc = NULL;
+	s->calls.n = 0;
+}
+
+static void srv_after_drain(void *arg, uint64_t now)
+{
+	struct server *s = arg;
+	/* It may propose, answer and call: the host drains again. */
+	skv_service_after_process(s->svc, now);
+}
+
+static void srv_on_message(void *arg, uint32_t from, uint32_t type,
 			   const void *bytes, size_t len)
 {
-	struct server *s = ctx;
+	struct server *s = arg;
 	struct kv_cluster *c = s->c;
 	const uint8_t *p = bytes;
-	if (!s->rep)
-		return;
-	ProtobufCMessage *m = NULL;
-	if (type <= RAFT_MSG_SNAPSHOT_REPLY) {
-		if (codec_unpack(raft_msg_descriptor(type), bytes, len, &m)) {
-			fail(c, "gid %" PRIu64 " replica %zu: undecodable "
-				"Raft message",
-			     s->g->gid, s->idx);
-			return;
-		}
-		raft_step(raft_replica_raft(s->rep), now_ms(c), m);
-		codec_free(m);
-	} else if (type == MSG_KV_REQUEST) {
+	if (type == MSG_KV_REQUEST) {
 		enum skv_method method =
 			len >= 12 ? (enum skv_method)get_u32be(p + 8) : 0;
+		ProtobufCMessage *m;
 		if (!skv_method_request(method) ||
 		    codec_unpack(skv_method_request(method), p + 12, len - 12,
 				 &m)) {
@@ -670,8 +529,8 @@ static void srv_on_message(void *ctx, uint32_t from, uint32_t type,
 			     s->g->gid, s->idx, from);
 			return;
 		}
-		uint64_t token;
-		srv_add_token(s, from, get_u64be(p), method, &token);
+		uint64_t token = replica_host_request_add(
+			&s->host, from, get_u64be(p), method);
 		skv_service_request(s->svc, now_ms(c), token, method, m);
 		codec_free(m);
 	} else if (type == MSG_SM_REPLY) {
@@ -681,45 +540,68 @@ static void srv_on_message(void *ctx, uint32_t from, uint32_t type,
 	} else {
 		fail(c, "gid %" PRIu64 " replica %zu: message of type %u",
 		     s->g->gid, s->idx, type);
-		return;
 	}
-	if (s->rep)
-		srv_process(s);
 }
 
-static void srv_on_wake(void *ctx)
+static void srv_on_tick(void *arg, uint64_t now)
 {
-	struct server *s = ctx;
-	struct kv_cluster *c = s->c;
-	if (!s->rep)
-		return;
-	uint64_t now = now_ms(c);
-	raft_tick(raft_replica_raft(s->rep), now);
+	struct server *s = arg;
 	struct call call;
 	while (s->svc && calls_take_due(&s->calls, now, &call))
 		skv_service_call_done(s->svc, now, call.id, call.status,
 				      NULL);
 	if (skv_service_wake_ms(s->svc) <= now)
 		skv_service_tick(s->svc, now);
-	srv_process(s);
 }
 
-static void srv_on_crash(void *ctx)
+static uint64_t srv_wake_ms(void *arg)
 {
-	srv_down(ctx);
+	struct server *s = arg;
+	uint64_t w = skv_service_wake_ms(s->svc);
+	uint64_t cw = calls_next_deadline(&s->calls);
+	return cw < w ? cw : w;
 }
 
-static void srv_on_restart(void *ctx)
+static void srv_fail(void *arg, const char *msg)
 {
-	srv_boot(ctx);
+	struct server *s = arg;
+	fail(s->c, "%s", msg);
 }
 
-static const struct sim_endpoint_ops server_ops = {
+static const struct replica_host_ops server_ops = {
+	.open = srv_open,
+	.opened = srv_opened,
+	.close = srv_close,
+	.after_drain = srv_after_drain,
 	.on_message = srv_on_message,
-	.on_wake = srv_on_wake,
-	.on_crash = srv_on_crash,
-	.on_restart = srv_on_restart,
+	.on_tick = srv_on_tick,
+	.wake_ms = srv_wake_ms,
+	.fail = srv_fail,
 };
+
+static int srv_init(struct kv_cluster *c, struct group *g, size_t idx)
+{
+	struct server *s = &g->srv[idx];
+	s->c = c;
+	s->g = g;
+	s->idx = idx;
+	s->id = kv_cluster_server_id(g->gid, idx);
+	char name[64];
+	snprintf(name, sizeof(name), "gid %" PRIu64 " replica %zu", g->gid,
+		 idx);
+	struct replica_host_opts ho = {
+		.id = s->id, .name = name,
+		.raft = { .id = (uint32_t)idx + 1,
+			  .n_nodes = KV_CLUSTER_REPLICAS },
+		.compaction_log_bytes_max = c->o.maxlog,
+		.ops = &server_ops, .arg = s,
+	};
+	for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++) {
+		ho.raft.nodes[i] = (uint32_t)(i + 1);
+		ho.peers[i] = kv_cluster_server_id(g->gid, i);
+	}
+	return replica_host_init(&s->host, c->sim, &ho);
+}
 
 /* ---- the checks at clerk answers ---- */
 
@@ -910,20 +792,10 @@ static void clerk_drive(struct clerk *ck)
 				"'%s'",
 			     ck->k, snd.method ? snd.method : "(null)",
 			     snd.addr ? snd.addr : "(null)");
-			call.deadline = now;
-			call.status = STATUS_UNAVAILABLE;
-			calls_add(&ck->calls, &call);
-			continue;
+			to = 0;
 		}
-		calls_add(&ck->calls, &call);
-		struct buf out;
-		buf_init(&out);
-		if (buf_append_u64be(&out, call.attempt) ||
-		    buf_append_u32be(&out, method) ||
-		    buf_append(&out, snd.bytes, snd.len))
-			abort();
-		sim_send(c->sim, ck->id, to, type, out.data, out.len);
-		buf_free(&out);
+		call_send(c, ck->id, &ck->calls, &call, to, type, method,
+			  snd.bytes, snd.len);
 	}
 	struct clerk_kv_result res;
 	while (clerk_kv_core_take(ck->core, &res))
@@ -994,7 +866,6 @@ struct kv_cluster *kv_cluster_new(struct sim *sim,
 	c->o = *o;
 	c->nshards = o->nshards ? o->nshards : SM_SHARDS_DEFAULT;
 	buf_init(&c->scratch);
-	buf_init(&c->scratch2);
 	struct sm_cluster_opts smo = {
 		.n_servers = 3, .n_clerks = 1, .nshards = o->nshards,
 		.compaction_log_bytes_max = o->sm_maxlog,
@@ -1042,18 +913,11 @@ struct kv_cluster *kv_cluster_new(struct sim *sim,
 			gr->names[i] = mem_strdup(name);
 		}
 		for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++) {
-			struct server *s = &gr->srv[i];
-			s->c = c;
-			s->g = gr;
-			s->idx = i;
-			s->id = kv_cluster_server_id(gr->gid, i);
-			s->env = store_memenv_new();
-			if (!s->env ||
-			    sim_endpoint_add(sim, s->id, &server_ops, s)) {
+			if (srv_init(c, gr, i)) {
 				kv_cluster_free(c);
 				return NULL;
 			}
-			srv_boot(s);
+			replica_host_boot(&gr->srv[i].host);
 		}
 	}
 	return c;
@@ -1068,10 +932,8 @@ void kv_cluster_free(struct kv_cluster *c)
 		struct group *gr = &c->groups[g];
 		for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++) {
 			struct server *s = &gr->srv[i];
-			srv_down(s);
-			mem_free(s->toks);
+			replica_host_fini(&s->host);
 			mem_free(s->calls.v);
-			store_memenv_free(s->env);
 			mem_free(gr->names[i]);
 		}
 	}
@@ -1090,9 +952,6 @@ void kv_cluster_free(struct kv_cluster *c)
 	sm_cluster_free(c->sm);
 	for (size_t i = 0; i < 3; i++)
 		mem_free(c->masters[i]);
-	for (size_t i = 0; i < c->cap_hist; i++)
-		buf_free(&c->hist[i]);
-	mem_free(c->hist);
 	for (size_t i = 0; i < c->n_keys; i++) {
 		buf_free(&c->keys[i].key);
 		for (size_t j = 0; j < c->keys[i].n_puts; j++)
@@ -1103,7 +962,6 @@ void kv_cluster_free(struct kv_cluster *c)
 	lin_history_free(c->lin);
 	mem_free(c->serving);
 	buf_free(&c->scratch);
-	buf_free(&c->scratch2);
 	mem_free(c);
 }
 
@@ -1134,7 +992,8 @@ void kv_cluster_restart_group(struct kv_cluster *c, uint64_t gid)
 bool kv_cluster_up(const struct kv_cluster *c, uint64_t gid, size_t i)
 {
 	const struct group *g = group_of_c(c, gid);
-	return g && i < KV_CLUSTER_REPLICAS && g->srv[i].rep;
+	return g && i < KV_CLUSTER_REPLICAS &&
+	       replica_host_replica(&g->srv[i].host);
 }
 
 void kv_cluster_isolate_group(struct kv_cluster *c, uint64_t gid)
@@ -1164,10 +1023,9 @@ int kv_cluster_leader(const struct kv_cluster *c, uint64_t gid)
 	int best = -1;
 	uint64_t best_term = 0;
 	for (size_t i = 0; g && i < KV_CLUSTER_REPLICAS; i++) {
-		if (!g->srv[i].rep)
-			continue;
-		struct raft *r = raft_replica_raft(g->srv[i].rep);
-		if (raft_role(r) == RAFT_LEADER && raft_term(r) >= best_term) {
+		struct raft *r = replica_host_raft(&g->srv[i].host);
+		if (r && raft_role(r) == RAFT_LEADER &&
+		    raft_term(r) >= best_term) {
 			best = (int)i;
 			best_term = raft_term(r);
 		}
@@ -1175,22 +1033,26 @@ int kv_cluster_leader(const struct kv_cluster *c, uint64_t gid)
 	return best;
 }
 
-int kv_cluster_join(struct kv_cluster *c, const uint64_t *gids, size_t n)
+/* An admin operation's outcome `rc`: a failure unless OK. */
+static int admin_done(struct kv_cluster *c, int rc, const char *what,
+		      const uint64_t *gids, size_t n)
 {
-	int rc = sm_cluster_join(c->sm, 0, gids, n);
 	if (rc)
-		fail(c, "join of %zu groups (gid %" PRIu64 "...): %s", n,
+		fail(c, "%s of %zu groups (gid %" PRIu64 "...): %s", what, n,
 		     gids[0], status_name(rc));
 	return rc;
 }
 
+int kv_cluster_join(struct kv_cluster *c, const uint64_t *gids, size_t n)
+{
+	return admin_done(c, sm_cluster_join(c->sm, 0, gids, n), "join", gids,
+			  n);
+}
+
 int kv_cluster_leave(struct kv_cluster *c, const uint64_t *gids, size_t n)
 {
-	int rc = sm_cluster_leave(c->sm, 0, gids, n);
-	if (rc)
-		fail(c, "leave of %zu groups (gid %" PRIu64 "...): %s", n,
-		     gids[0], status_name(rc));
-	return rc;
+	return admin_done(c, sm_cluster_leave(c->sm, 0, gids, n), "leave",
+			  gids, n);
 }
 
 uint64_t kv_cluster_sm_latest(const struct kv_cluster *c)
@@ -1241,12 +1103,13 @@ uint64_t kv_cluster_stored_bytes(struct kv_cluster *c)
 	uint64_t total = 0;
 	for (size_t g = 0; g < c->o.n_groups; g++)
 		for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++) {
-			struct server *s = &c->groups[g].srv[i];
-			if (!s->store)
+			struct store *st =
+				replica_host_store(&c->groups[g].srv[i].host);
+			if (!st)
 				continue;
 			for (size_t f = 0; f < 3; f++) {
 				struct store_iter *it = store_iter_new(
-					s->store, cfs[f], NULL, 0, NULL);
+					st, cfs[f], NULL, 0, NULL);
 				if (!it)
 					abort();
 				for (; store_iter_valid(it);
@@ -1271,10 +1134,11 @@ size_t kv_cluster_max_log_bytes(struct kv_cluster *c)
 	size_t max = 0;
 	for (size_t g = 0; g < c->o.n_groups; g++)
 		for (size_t i = 0; i < KV_CLUSTER_REPLICAS; i++) {
-			struct server *s = &c->groups[g].srv[i];
-			if (!s->rep)
+			struct raft *r =
+				replica_host_raft(&c->groups[g].srv[i].host);
+			if (!r)
 				continue;
-			size_t b = raft_log_bytes(raft_replica_raft(s->rep));
+			size_t b = raft_log_bytes(r);
 			max = b > max ? b : max;
 		}
 	return max;

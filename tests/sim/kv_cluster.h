@@ -21,8 +21,8 @@
  *     up, leading replica serving the shard in that configuration, and a
  *     replica serves a shard only if its configuration gives it the shard;
  *   - no replica's configuration number goes back, across crashes too;
- *   - configuration n is the same on every replica of every group that
- *     applied it, and the same as the shard master's.
+ *   - configuration n, on every replica of every group that applied
+ *     it, is the one the shard master made (sm_cluster_config_made).
  * At every clerk answer: the status is one a clerk may end with, and
  * nothing impossible was read (a value for a key never written, a value
  * never put on a key that only saw Puts). The first violation is kept in

@@ -16,6 +16,7 @@
 #include "common/raft/replica.h"
 #include "common/status.h"
 #include "common/store/store.h"
+#include "tests/sim/replica_host.h"
 
 struct disk_entry {
 	uint64_t term;
@@ -58,10 +59,7 @@ struct node {
 	enum raft_role last_role;
 	uint64_t max_snapshot_index;
 	bool connected;
-	/* store backend */
-	struct store_memenv *env;
-	struct store *store;
-	struct raft_replica *rep;
+	struct replica_host host; /* store backend */
 };
 
 /* What was applied at an index, by anyone: never changes once set. */
@@ -588,8 +586,8 @@ static void st_restore(void *ctx, uint64_t index)
 {
 	struct node *nd = ctx;
 	struct raft_cluster *c = nd->c;
-	struct store_iter *it = store_iter_new(nd->store, STORE_CF_DATA, NULL,
-					       0, NULL);
+	struct store_iter *it = store_iter_new(replica_host_store(&nd->host),
+					       STORE_CF_DATA, NULL, 0, NULL);
 	if (!it) {
 		fail(c, "node %u: no iterator", nd->id);
 		return;
@@ -631,7 +629,8 @@ static void st_read_done(void *ctx, uint64_t id, int status)
 	if (!r || !r->waiting)
 		return;
 	if (status == STATUS_OK) {
-		served(nd->c, r, raft_replica_applied_index(nd->rep));
+		struct raft_replica *rep = replica_host_replica(&nd->host);
+		served(nd->c, r, raft_replica_applied_index(rep));
 	} else {
 		r->waiting = false;
 		r->status = status;
@@ -644,91 +643,64 @@ static const struct raft_fsm_ops st_fsm = {
 	.read_done = st_read_done,
 };
 
-static void st_send(void *arg, struct raft_msg *m)
+static int st_open(void *arg, struct store *store,
+		   const struct raft_fsm_ops **fsm, void **fsm_ctx, char *err,
+		   size_t cap)
 {
-	struct node *nd = arg;
-	sim_send(nd->c->sim, nd->id, m->to, m->type, m->bytes.data,
-		 m->bytes.len);
-}
-
-int raft_cluster_replica_drain(struct raft_replica *rep, uint64_t now_ms,
-			       raft_send_fn send, void *arg, const char **why)
-{
-	struct raft_replica_stats st;
-	uint64_t before;
-	int rounds = 0;
-	do {
-		raft_replica_stats(rep, &st);
-		before = st.readies;
-		int rc = raft_replica_process(rep, now_ms, send, arg);
-		if (rc) {
-			*why = raft_replica_errmsg(rep);
-			return rc;
-		}
-		raft_replica_stats(rep, &st);
-		if (++rounds > 10000) {
-			*why = "ready never settles";
-			return STATUS_INTERNAL;
-		}
-	} while (st.readies != before);
+	(void)store;
+	(void)err;
+	(void)cap;
+	*fsm = &st_fsm;
+	*fsm_ctx = arg;
 	return STATUS_OK;
 }
 
-static void st_process(struct node *nd)
+static void st_opened(void *arg, struct raft_replica *rep)
 {
-	struct raft_cluster *c = nd->c;
-	const char *why;
-	if (raft_cluster_replica_drain(nd->rep, sim_now_ms(c->sim), st_send,
-				       nd, &why)) {
-		fail(c, "node %u: %s", nd->id, why);
-		return;
-	}
+	struct node *nd = arg;
+	nd->r = raft_replica_raft(rep);
+}
+
+static void node_crashed(struct node *nd);
+
+static void st_close(void *arg)
+{
+	node_crashed(arg);
+}
+
+/* A snapshot index never goes back but to the state it reloads. */
+static void st_after_drain(void *arg, uint64_t now_ms)
+{
+	struct node *nd = arg;
+	(void)now_ms;
 	uint64_t snap = raft_snapshot_index(nd->r);
 	if (snap < nd->max_snapshot_index && snap < raft_applied_index(nd->r))
-		fail(c, "node %u snapshot index goes back to %" PRIu64, nd->id,
-		     snap);
+		fail(nd->c, "node %u snapshot index goes back to %" PRIu64,
+		     nd->id, snap);
 	if (snap > nd->max_snapshot_index)
 		nd->max_snapshot_index = snap;
-	sim_wake_at(c->sim, nd->id, raft_next_tick_ms(nd->r));
 }
 
-static void st_boot(struct node *nd, const struct raft_config *cfg)
+static void st_fail(void *arg, const char *msg)
 {
-	struct raft_cluster *c = nd->c;
-	char err[256];
-	struct store_opts so = { .path = "/node", .create_if_missing = true,
-				 .memenv = nd->env,
-				 .block_cache_bytes = 1 << 20 };
-	if (store_open(&so, &nd->store, err, sizeof(err))) {
-		fail(c, "node %u: store: %s", nd->id, err);
-		return;
-	}
-	if (raft_replica_open(cfg, nd->store, &st_fsm, nd, sim_now_ms(c->sim),
-			      &nd->rep, err, sizeof(err))) {
-		fail(c, "node %u does not boot: %s", nd->id, err);
-		store_close(nd->store);
-		nd->store = NULL;
-		return;
-	}
-	/* Entries are 8 bytes: compact about every snapshot_every. */
-	raft_replica_set_compaction(nd->rep, c->o.snapshot_every * 8);
-	nd->r = raft_replica_raft(nd->rep);
-	st_process(nd);
+	struct node *nd = arg;
+	fail(nd->c, "%s", msg);
 }
 
-static void st_crash(struct node *nd)
-{
-	raft_replica_free(nd->rep);
-	nd->rep = NULL;
-	nd->r = NULL;
-	store_close(nd->store);
-	nd->store = NULL;
-}
+static const struct replica_host_ops st_host_ops = {
+	.open = st_open,
+	.opened = st_opened,
+	.close = st_close,
+	.after_drain = st_after_drain,
+	.fail = st_fail,
+};
 
 static uint64_t node_applied(const struct node *nd)
 {
-	if (nd->c->o.store_backend)
-		return nd->rep ? raft_replica_applied_index(nd->rep) : 0;
+	if (nd->c->o.store_backend) {
+		struct raft_replica *rep = replica_host_replica(&nd->host);
+		return rep ? raft_replica_applied_index(rep) : 0;
+	}
 	return nd->disk.applied;
 }
 
@@ -740,8 +712,7 @@ static void process(struct node *nd)
 	struct raft_ready rd;
 	int rounds = 0;
 	if (c->o.store_backend) {
-		if (nd->rep)
-			st_process(nd);
+		replica_host_process(&nd->host);
 		return;
 	}
 	while (nd->r && raft_ready(nd->r, &rd)) {
@@ -801,14 +772,13 @@ static void process(struct node *nd)
 		sim_wake_at(c->sim, nd->id, raft_next_tick_ms(nd->r));
 }
 
-static void boot(struct node *nd)
+/* Node `id`'s configuration but for the seed. */
+static struct raft_config node_config(const struct raft_cluster *c,
+				      uint32_t id)
 {
-	struct raft_cluster *c = nd->c;
-	struct disk *d = &nd->disk;
 	struct raft_config cfg = {
-		.id = nd->id,
+		.id = id,
 		.n_nodes = c->o.n_nodes,
-		.seed = sim_rand(c->sim),
 		.snapshot_chunk_bytes_max = c->o.snapshot_chunk_bytes_max,
 		.inflight_max = c->o.inflight_max,
 		.append_entries_max = c->o.append_entries_max,
@@ -817,10 +787,19 @@ static void boot(struct node *nd)
 	};
 	for (size_t i = 0; i < c->o.n_nodes; i++)
 		cfg.nodes[i] = (uint32_t)(i + 1);
+	return cfg;
+}
+
+static void boot(struct node *nd)
+{
+	struct raft_cluster *c = nd->c;
+	struct disk *d = &nd->disk;
 	if (c->o.store_backend) {
-		st_boot(nd, &cfg);
+		replica_host_boot(&nd->host);
 		return;
 	}
+	struct raft_config cfg = node_config(c, nd->id);
+	cfg.seed = sim_rand(c->sim);
 	Skv__Entry *es = mem_calloc(d->n_log + 1, sizeof(*es));
 	const Skv__Entry **ep = mem_calloc(d->n_log + 1, sizeof(*ep));
 	if (!es || !ep)
@@ -880,13 +859,10 @@ static void on_wake(void *ctx)
 	process(nd);
 }
 
-static void on_crash(void *ctx)
+/* What a crash loses in either mode, the core already freed or about to
+ * be. */
+static void node_crashed(struct node *nd)
 {
-	struct node *nd = ctx;
-	if (nd->c->o.store_backend)
-		st_crash(nd);
-	else
-		raft_free(nd->r);
 	nd->r = NULL;
 	buf_reset(&nd->staging);
 	nd->pending_snap = false;
@@ -897,6 +873,13 @@ static void on_crash(void *ctx)
 			r->status = STATUS_UNAVAILABLE;
 		}
 	}
+}
+
+static void on_crash(void *ctx)
+{
+	struct node *nd = ctx;
+	raft_free(nd->r);
+	node_crashed(nd);
 }
 
 static void on_restart(void *ctx)
@@ -1005,11 +988,24 @@ struct raft_cluster *raft_cluster_new(struct sim *sim,
 		buf_init(&nd->pending_blob);
 		buf_init(&nd->disk.snap_blob);
 		if (o->store_backend) {
-			nd->env = store_memenv_new();
-			if (!nd->env)
+			char name[32];
+			snprintf(name, sizeof(name), "node %u", nd->id);
+			struct replica_host_opts ho = {
+				.id = nd->id, .name = name,
+				.raft = node_config(c, nd->id),
+				/* Entries are 8 bytes: compact about every
+				 * snapshot_every. */
+				.compaction_log_bytes_max =
+					o->snapshot_every * 8,
+				.ops = &st_host_ops, .arg = nd,
+			};
+			for (size_t j = 0; j < o->n_nodes; j++)
+				ho.peers[j] = (uint32_t)(j + 1);
+			if (replica_host_init(&nd->host, sim, &ho))
 				abort();
+		} else {
+			sim_endpoint_add(sim, nd->id, &node_ops, nd);
 		}
-		sim_endpoint_add(sim, nd->id, &node_ops, nd);
 	}
 	for (size_t i = 0; i < o->n_nodes; i++)
 		boot(&c->nodes[i]);
@@ -1023,12 +1019,10 @@ void raft_cluster_free(struct raft_cluster *c)
 	sim_set_after_step(c->sim, NULL, NULL);
 	for (size_t i = 0; i < c->o.n_nodes; i++) {
 		struct node *nd = &c->nodes[i];
-		if (c->o.store_backend) {
-			st_crash(nd);
-			store_memenv_free(nd->env);
-		} else {
+		if (c->o.store_backend)
+			replica_host_fini(&nd->host);
+		else
 			raft_free(nd->r);
-		}
 		disk_free(&nd->disk);
 		buf_free(&nd->staging);
 		buf_free(&nd->pending_blob);
@@ -1203,8 +1197,8 @@ size_t raft_cluster_n_applied(struct raft_cluster *c, uint64_t index,
 			struct buf tmp;
 			buf_init(&tmp);
 			bool first = data && !*data;
-			int rc = store_get(nd->store, STORE_CF_DATA, key,
-					   sizeof(key),
+			int rc = store_get(replica_host_store(&nd->host),
+					   STORE_CF_DATA, key, sizeof(key),
 					   first ? &c->scratch : &tmp);
 			buf_free(&tmp);
 			if (rc != STATUS_OK)

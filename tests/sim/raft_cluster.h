@@ -20,7 +20,8 @@
  * violation is kept in raft_cluster_failure() and stops the run helpers.
  *
  * With `store_backend`, a node is instead the production shell
- * (common/raft/replica.h) over a RocksDB store on an in-memory Env: its
+ * (common/raft/replica.h) over a RocksDB store on an in-memory Env, on a
+ * simulated host (replica_host.h) like the services' replicas: its
  * log, hard state, snapshots and state machine (one key per applied
  * command in the data column family) go through common/raft/storage.c,
  * and a crash closes the store and reopens it. The in-memory Env keeps
@@ -38,7 +39,6 @@
 #include <stdint.h>
 
 #include "common/raft/raft.h"
-#include "common/raft/replica.h"
 #include "tests/sim/sim.h"
 
 struct raft_cluster;
@@ -124,14 +124,6 @@ size_t raft_cluster_max_log_bytes(const struct raft_cluster *c);
 uint64_t raft_cluster_max_applied(const struct raft_cluster *c);
 /* The highest snapshot index any node installed or took. */
 uint64_t raft_cluster_snapshot_index(const struct raft_cluster *c, uint32_t id);
-
-/* Processes `rep` until it has no ready left: the simulator has no
- * event loop to come back next turn, so a host handles every ready of an
- * event at once. STATUS_OK, or the replica's error (or STATUS_INTERNAL
- * when readies never stop coming) with *why saying which. Used by every
- * simulated host of a replica. */
-int raft_cluster_replica_drain(struct raft_replica *rep, uint64_t now_ms,
-			       raft_send_fn send, void *arg, const char **why);
 
 /* Label of a Raft message for the simulator's trace. */
 void raft_cluster_format(void *arg, uint32_t type, const void *bytes,

@@ -402,6 +402,32 @@ void sim_log_attach(struct sim *s)
 /* Tags log lines with the endpoint whose callback runs; NO_ENDPOINT clears
  * the tag. Callbacks do not nest except through sim_crash/sim_restart,
  * which restore the tag of the caller. */
+void sim_trace_hash(void *arg, const char *line)
+{
+	uint64_t *h = arg;
+	for (const char *p = line; *p; p++)
+		*h = (*h ^ (uint8_t)*p) * 0x100000001b3ULL;
+	*h = (*h ^ '\n') * 0x100000001b3ULL;
+}
+
+void sim_trace_setup(struct sim *s, sim_format_fn fmt, uint64_t *hash)
+{
+	if (hash) {
+		*hash = SIM_TRACE_HASH_INIT;
+		sim_set_trace(s, true);
+		sim_set_formatter(s, fmt, NULL);
+		sim_set_trace_sink(s, sim_trace_hash, hash);
+		log_set_level(LOG_WARN);
+	} else if (sim_seed_replay()) {
+		sim_set_trace(s, true);
+		sim_set_formatter(s, fmt, NULL);
+		log_set_level(LOG_INFO);
+	} else {
+		log_set_level(LOG_WARN);
+	}
+	sim_log_attach(s);
+}
+
 static uint32_t log_tag_id = NO_ENDPOINT;
 
 static uint32_t log_tag(const struct sim *s, uint32_t id)

@@ -38,6 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/mem.h" /* SIM_END_SEEDS */
+
 struct sim;
 
 /* ---- PRNG: xoshiro256**, seeded through splitmix64 ---- */
@@ -206,6 +208,20 @@ void sim_set_trace_sink(struct sim *s, sim_trace_sink_fn fn, void *arg);
 void sim_trace(struct sim *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* The FNV-1a start for sim_trace_hash. */
+#define SIM_TRACE_HASH_INIT 0xcbf29ce484222325ULL
+
+/* A trace sink folding each line (and a newline) into *(uint64_t *)arg,
+ * FNV-1a: two runs are the same run when their hashes are. */
+void sim_trace_hash(void *arg, const char *line);
+
+/* Tracing of a scenario run. With `hash` (set to SIM_TRACE_HASH_INIT
+ * here), every line is folded into *hash; else with SIM_SEED set (a
+ * replay) lines go to stderr, logging at info level; else no trace and
+ * logging at warn level. `fmt` labels messages (NULL: "type N"). Then
+ * attaches the log (sim_log_attach). */
+void sim_trace_setup(struct sim *s, sim_format_fn fmt, uint64_t *hash);
+
 /* Makes common/log.h print virtual time, and tag lines written inside an
  * endpoint's callback with its id. Undone by sim_free. Global: one attached
  * simulator at a time. */
@@ -219,6 +235,17 @@ void sim_log_attach(struct sim *s);
 size_t sim_seeds(uint64_t default_count, uint64_t **out);
 /* True when SIM_SEED is set: the caller should then turn tracing on. */
 bool sim_seed_replay(void);
+/* SIM_FOR_SEEDS(n) { ... } SIM_END_SEEDS(); runs the block once per
+ * seed of sim_seeds(n), with `seed` (uint64_t) set; in a function, once. */
+#define SIM_FOR_SEEDS(n)                                                  \
+	uint64_t *sim_seeds_;                                             \
+	size_t sim_n_seeds_ = sim_seeds(n, &sim_seeds_);                  \
+	for (size_t sim_si_ = 0; sim_si_ < sim_n_seeds_; sim_si_++)       \
+		for (uint64_t seed = sim_seeds_[sim_si_], sim_once_ = 1;  \
+		     sim_once_; sim_once_ = 0)
+
+#define SIM_END_SEEDS() mem_free(sim_seeds_)
+
 /* Prints to stderr "seed N: replay with SIM_SEED=N ./tests/<binary>
  * --filter '<suite>/<test>'". NULL binary: this program's name. */
 void sim_seed_banner(const char *test_binary, const char *suite,

@@ -14,11 +14,10 @@
 #include "common/buf.h"
 #include "common/codec.h"
 #include "common/mem.h"
-#include "common/raft/replica.h"
 #include "common/status.h"
-#include "common/store/store.h"
 #include "shardmaster/service.h"
 #include "tests/sim/raft_cluster.h" /* raft_cluster_format */
+#include "tests/sim/replica_host.h"
 
 /* Simulator message types besides Raft's (enum raft_msg_type). */
 enum {
@@ -26,22 +25,11 @@ enum {
 	MSG_REPLY = 17,	  /* u64 attempt | SmReply */
 };
 
-struct token_slot {
-	uint64_t token;
-	uint32_t from;
-	uint64_t attempt;
-};
-
 struct server {
 	struct sm_cluster *c;
 	uint32_t id;
-	struct store_memenv *env;
-	struct store *store;
-	struct raft_replica *rep;
-	struct sm_service *svc;
-	struct token_slot *toks;
-	size_t n_toks, cap_toks;
-	uint64_t next_token;
+	struct replica_host host;
+	struct sm_service *svc; /* while the host is up */
 	uint64_t max_latest; /* highest latest config seen on it */
 	uint64_t checked;    /* configs 1..checked compared with history */
 };
@@ -128,6 +116,16 @@ static void check_history(struct sm_cluster *c, uint64_t num,
 		     who, num);
 }
 
+bool sm_cluster_config_made(const struct sm_cluster *c, uint64_t num,
+			    const void **bytes, size_t *len)
+{
+	if (num >= c->cap_hist || c->hist[num].len == 0)
+		return false;
+	*bytes = c->hist[num].data;
+	*len = c->hist[num].len;
+	return true;
+}
+
 static void check_server(struct sm_cluster *c, struct server *s)
 {
 	if (!s->svc)
@@ -169,170 +167,115 @@ static void srv_reply(void *arg, uint64_t token, const Skv__SmReply *r)
 {
 	struct server *s = arg;
 	struct sm_cluster *c = s->c;
-	for (size_t i = 0; i < s->n_toks; i++) {
-		if (s->toks[i].token != token)
-			continue;
-		struct token_slot t = s->toks[i];
-		s->toks[i] = s->toks[--s->n_toks];
-		struct buf out;
-		buf_init(&out);
-		if (buf_append_u64be(&out, t.attempt) ||
-		    codec_pack_append(&r->base, &out))
-			abort();
-		sim_send(c->sim, s->id, t.from, MSG_REPLY, out.data, out.len);
-		buf_free(&out);
+	struct replica_host_request t;
+	if (!replica_host_request_take(&s->host, token, &t)) {
+		fail(c, "replica %u answered token %" PRIu64 " twice or "
+			"never issued",
+		     s->id, token);
 		return;
 	}
-	fail(c, "replica %u answered token %" PRIu64 " twice or never "
-		"issued",
-	     s->id, token);
+	struct buf out;
+	buf_init(&out);
+	if (buf_append_u64be(&out, t.attempt) ||
+	    codec_pack_append(&r->base, &out))
+		abort();
+	sim_send(c->sim, s->id, t.from, MSG_REPLY, out.data, out.len);
+	buf_free(&out);
 }
 
-static void srv_send(void *arg, struct raft_msg *m)
+/* ---- the hosted service (replica_host hooks) ---- */
+
+static int srv_open(void *arg, struct store *store,
+		    const struct raft_fsm_ops **fsm, void **fsm_ctx, char *err,
+		    size_t cap)
 {
 	struct server *s = arg;
-	sim_send(s->c->sim, s->id, m->to, m->type, m->bytes.data,
-		 m->bytes.len);
-}
-
-static void srv_process(struct server *s)
-{
 	struct sm_cluster *c = s->c;
-	for (int pass = 0; pass < 2 && s->rep; pass++) {
-		const char *why;
-		if (raft_cluster_replica_drain(s->rep, sim_now_ms(c->sim),
-					       srv_send, s, &why)) {
-			fail(c, "replica %u: %s", s->id, why);
-			return;
-		}
-		/* May answer requests or propose Init: then go again. */
-		sm_service_after_process(s->svc);
-	}
-	if (s->rep)
-		sim_wake_at(c->sim, s->id,
-			    raft_next_tick_ms(raft_replica_raft(s->rep)));
-}
-
-static void srv_boot(struct server *s)
-{
-	struct sm_cluster *c = s->c;
-	char err[256];
-	struct store_opts so = { .path = "/sm", .create_if_missing = true,
-				 .memenv = s->env,
-				 .block_cache_bytes = 1 << 20 };
-	if (store_open(&so, &s->store, err, sizeof(err))) {
-		fail(c, "replica %u: store: %s", s->id, err);
-		return;
-	}
 	struct sm_service_opts svo = {
-		.store = s->store, .self_id = s->id,
+		.store = store, .self_id = s->id,
 		.n_nodes = c->o.n_servers, .nshards = c->o.nshards,
 		.reply = srv_reply, .reply_arg = s,
 	};
 	for (size_t i = 0; i < c->o.n_servers; i++)
 		svo.addrs[i] = c->names[i];
-	if (sm_service_new(&svo, &s->svc, err, sizeof(err))) {
-		fail(c, "replica %u: service: %s", s->id, err);
-		return;
-	}
-	struct raft_config cfg = {
-		.id = s->id, .n_nodes = c->o.n_servers,
-		.seed = sim_rand(c->sim),
-	};
-	for (size_t i = 0; i < c->o.n_servers; i++)
-		cfg.nodes[i] = (uint32_t)(i + 1);
-	if (raft_replica_open(&cfg, s->store, &sm_service_fsm, s->svc,
-			      sim_now_ms(c->sim), &s->rep, err,
-			      sizeof(err))) {
-		fail(c, "replica %u does not boot: %s", s->id, err);
-		return;
-	}
-	raft_replica_set_compaction(s->rep, c->o.compaction_log_bytes_max);
-	sm_service_attach(s->svc, raft_replica_raft(s->rep));
-	s->checked = 0;
-	srv_process(s);
+	int rc = sm_service_new(&svo, &s->svc, err, cap);
+	*fsm = &sm_service_fsm;
+	*fsm_ctx = s->svc;
+	return rc;
 }
 
-static void srv_down(struct server *s)
+static void srv_opened(void *arg, struct raft_replica *rep)
 {
-	/* A crash answers nobody: clerks time out and retry. */
-	raft_replica_free(s->rep);
-	s->rep = NULL;
+	struct server *s = arg;
+	sm_service_attach(s->svc, raft_replica_raft(rep));
+	s->checked = 0;
+}
+
+static void srv_close(void *arg)
+{
+	struct server *s = arg;
 	sm_service_free(s->svc);
 	s->svc = NULL;
-	store_close(s->store);
-	s->store = NULL;
-	s->n_toks = 0;
 }
 
-static void srv_on_message(void *ctx, uint32_t from, uint32_t type,
+static void srv_after_drain(void *arg, uint64_t now_ms)
+{
+	struct server *s = arg;
+	(void)now_ms;
+	/* May answer requests or propose Init: the host drains again. */
+	sm_service_after_process(s->svc);
+}
+
+static void srv_on_message(void *arg, uint32_t from, uint32_t type,
 			   const void *bytes, size_t len)
 {
-	struct server *s = ctx;
-	struct sm_cluster *c = s->c;
-	if (!s->rep)
-		return;
-	ProtobufCMessage *m = NULL;
-	if (type <= RAFT_MSG_SNAPSHOT_REPLY) {
-		if (codec_unpack(raft_msg_descriptor(type), bytes, len, &m)) {
-			fail(c, "replica %u: undecodable Raft message", s->id);
-			return;
-		}
-		raft_step(raft_replica_raft(s->rep), sim_now_ms(c->sim), m);
-		codec_free(m);
-		srv_process(s);
-		return;
-	}
+	struct server *s = arg;
 	const uint8_t *p = bytes;
 	enum sm_method method = len >= 12 ? (enum sm_method)get_u32be(p + 8)
 					  : 0;
+	ProtobufCMessage *m;
 	if (type != MSG_REQUEST || !sm_method_request(method) ||
 	    codec_unpack(sm_method_request(method), p + 12, len - 12, &m)) {
-		fail(c, "replica %u: bad request from %u", s->id, from);
+		fail(s->c, "replica %u: bad request from %u", s->id, from);
 		return;
 	}
-	if (s->n_toks == s->cap_toks) {
-		size_t cap = s->cap_toks ? s->cap_toks * 2 : 16;
-		struct token_slot *t = mem_realloc(s->toks, cap * sizeof(*t));
-		if (!t)
-			abort();
-		s->toks = t;
-		s->cap_toks = cap;
-	}
-	uint64_t token = ++s->next_token;
-	s->toks[s->n_toks++] = (struct token_slot){
-		.token = token, .from = from, .attempt = get_u64be(p),
-	};
+	uint64_t token = replica_host_request_add(&s->host, from,
+						  get_u64be(p), method);
 	sm_service_request(s->svc, token, method, m);
 	codec_free(m);
-	srv_process(s);
 }
 
-static void srv_on_wake(void *ctx)
+static void srv_fail(void *arg, const char *msg)
 {
-	struct server *s = ctx;
-	if (!s->rep)
-		return;
-	raft_tick(raft_replica_raft(s->rep), sim_now_ms(s->c->sim));
-	srv_process(s);
+	struct server *s = arg;
+	fail(s->c, "%s", msg);
 }
 
-static void srv_on_crash(void *ctx)
-{
-	srv_down(ctx);
-}
-
-static void srv_on_restart(void *ctx)
-{
-	srv_boot(ctx);
-}
-
-static const struct sim_endpoint_ops server_ops = {
+static const struct replica_host_ops server_ops = {
+	.open = srv_open,
+	.opened = srv_opened,
+	.close = srv_close,
+	.after_drain = srv_after_drain,
 	.on_message = srv_on_message,
-	.on_wake = srv_on_wake,
-	.on_crash = srv_on_crash,
-	.on_restart = srv_on_restart,
+	.fail = srv_fail,
 };
+
+static int srv_init(struct sm_cluster *c, struct server *s, uint32_t id)
+{
+	s->c = c;
+	s->id = id;
+	char name[32];
+	snprintf(name, sizeof(name), "replica %u", id);
+	struct replica_host_opts ho = {
+		.id = id, .name = name,
+		.raft = { .id = id, .n_nodes = c->o.n_servers },
+		.compaction_log_bytes_max = c->o.compaction_log_bytes_max,
+		.ops = &server_ops, .arg = s,
+	};
+	for (size_t i = 0; i < c->o.n_servers; i++)
+		ho.raft.nodes[i] = ho.peers[i] = (uint32_t)(i + 1);
+	return replica_host_init(&s->host, c->sim, &ho);
+}
 
 /* ---- clerks ---- */
 
@@ -468,14 +411,11 @@ struct sm_cluster *sm_cluster_new(struct sim *sim,
 	sim_set_after_step(sim, sm_cluster_after_step, c);
 	for (size_t i = 0; i < o->n_servers; i++) {
 		struct server *s = &c->srv[i];
-		s->c = c;
-		s->id = (uint32_t)(i + 1);
-		s->env = store_memenv_new();
-		if (!s->env || sim_endpoint_add(sim, s->id, &server_ops, s)) {
+		if (srv_init(c, s, (uint32_t)(i + 1))) {
 			sm_cluster_free(c);
 			return NULL;
 		}
-		srv_boot(s);
+		replica_host_boot(&s->host);
 	}
 	return c;
 }
@@ -485,11 +425,8 @@ void sm_cluster_free(struct sm_cluster *c)
 	if (!c)
 		return;
 	sim_set_after_step(c->sim, NULL, NULL);
-	for (size_t i = 0; c->srv && i < c->o.n_servers; i++) {
-		srv_down(&c->srv[i]);
-		mem_free(c->srv[i].toks);
-		store_memenv_free(c->srv[i].env);
-	}
+	for (size_t i = 0; c->srv && i < c->o.n_servers; i++)
+		replica_host_fini(&c->srv[i].host);
 	for (size_t k = 0; c->clerks && k < c->o.n_clerks; k++) {
 		clerk_sm_core_free(c->clerks[k].core);
 		sm_cluster_config_free(c->clerks[k].config);
@@ -519,7 +456,8 @@ void sm_cluster_restart(struct sm_cluster *c, uint32_t id)
 
 bool sm_cluster_up(const struct sm_cluster *c, uint32_t id)
 {
-	return id >= 1 && id <= c->o.n_servers && c->srv[id - 1].rep;
+	return id >= 1 && id <= c->o.n_servers &&
+	       replica_host_replica(&c->srv[id - 1].host);
 }
 
 uint32_t sm_cluster_leader(const struct sm_cluster *c)
@@ -528,10 +466,9 @@ uint32_t sm_cluster_leader(const struct sm_cluster *c)
 	uint64_t best_term = 0;
 	for (size_t i = 0; i < c->o.n_servers; i++) {
 		const struct server *s = &c->srv[i];
-		if (!s->rep)
-			continue;
-		struct raft *r = raft_replica_raft(s->rep);
-		if (raft_role(r) == RAFT_LEADER && raft_term(r) >= best_term) {
+		struct raft *r = replica_host_raft(&s->host);
+		if (r && raft_role(r) == RAFT_LEADER &&
+		    raft_term(r) >= best_term) {
 			best = s->id;
 			best_term = raft_term(r);
 		}

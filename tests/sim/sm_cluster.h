@@ -57,6 +57,12 @@ const char *sm_cluster_failure(const struct sm_cluster *c);
  * its own over the same simulator (kv_cluster) calls this from it. */
 void sm_cluster_after_step(void *arg);
 
+/* The packed configuration `num` (Skv__Config) as the shard master made
+ * it, which every replica that has it holds (checked): *bytes borrowed
+ * until the next simulated event. False if nobody has seen it yet. */
+bool sm_cluster_config_made(const struct sm_cluster *c, uint64_t num,
+			    const void **bytes, size_t *len);
+
 /* Faults on replica `id` (1..n). */
 void sm_cluster_crash(struct sm_cluster *c, uint32_t id);
 void sm_cluster_restart(struct sm_cluster *c, uint32_t id);

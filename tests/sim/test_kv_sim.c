@@ -29,7 +29,8 @@
 #define G1 101
 #define G2 102
 
-enum net { NET_RELIABLE, NET_UNRELIABLE, NET_LONG };
+/* NET_ALTERNATE: reliable for odd seeds, unreliable for even ones. */
+enum net { NET_RELIABLE, NET_UNRELIABLE, NET_LONG, NET_ALTERNATE };
 
 /* ---- the environment ---- */
 
@@ -81,23 +82,24 @@ struct batch {
 	struct buf value[64];
 };
 
+/* n keys spread over the shards round robin, with their expected
+ * values. */
+struct kvset {
+	size_t n;
+	char key[64][32];
+	struct buf val[64];
+};
+
 struct env {
 	struct sim *sim;
 	struct kv_cluster *c;
 	struct sim_rng rng; /* the workload's own stream */
 	uint64_t hash;	    /* of the trace, when hashed */
+	struct kvset s;	    /* the scenario's keys (run_scenario) */
 	struct appenders app;
 	struct random_ops rops;
 	struct batch batch;
 };
-
-static void hash_line(void *arg, const char *line)
-{
-	uint64_t *h = arg;
-	for (const char *p = line; *p; p++)
-		*h = (*h ^ (uint8_t)*p) * 0x100000001b3ULL;
-	*h = (*h ^ '\n') * 0x100000001b3ULL;
-}
 
 static void on_done(void *arg, const struct kv_cluster_done *d);
 
@@ -106,23 +108,13 @@ static void setup_traced(struct env *e, uint64_t seed, enum net net,
 			 const struct kv_cluster_opts *o, bool hashed)
 {
 	memset(e, 0, sizeof(*e));
-	e->hash = 0xcbf29ce484222325ULL;
+	e->hash = SIM_TRACE_HASH_INIT;
 	e->sim = sim_new(seed);
 	cr_assert(e->sim);
 	sim_rng_seed(&e->rng, seed * 7919 + 17);
-	if (hashed) {
-		sim_set_trace(e->sim, true);
-		sim_set_formatter(e->sim, kv_cluster_format, NULL);
-		sim_set_trace_sink(e->sim, hash_line, &e->hash);
-		log_set_level(LOG_WARN);
-	} else if (sim_seed_replay()) {
-		sim_set_trace(e->sim, true);
-		sim_set_formatter(e->sim, kv_cluster_format, NULL);
-		log_set_level(LOG_INFO);
-	} else {
-		log_set_level(LOG_WARN);
-	}
-	sim_log_attach(e->sim);
+	sim_trace_setup(e->sim, kv_cluster_format, hashed ? &e->hash : NULL);
+	if (net == NET_ALTERNATE)
+		net = seed % 2 ? NET_RELIABLE : NET_UNRELIABLE;
 	if (net != NET_RELIABLE) {
 		struct sim_net n = sim_net_unreliable();
 		if (net == NET_LONG)
@@ -158,6 +150,8 @@ static void teardown(struct env *e)
 	mem_free(e->app.toks);
 	for (size_t i = 0; i < 64; i++)
 		buf_free(&e->batch.value[i]);
+	for (size_t i = 0; i < e->s.n; i++)
+		buf_free(&e->s.val[i]);
 }
 
 #define FAILURE(e) kv_cluster_failure((e)->c)
@@ -177,15 +171,6 @@ static void teardown(struct env *e)
 		SIM_ASSERT_SEED(rc_ == STATUS_OK, (e)->sim, "%s: %s",     \
 				#expr, status_name(rc_));                 \
 	} while (0)
-
-#define FOR_SEEDS(n)                                                      \
-	uint64_t *seeds_;                                                 \
-	size_t n_seeds_ = sim_seeds(n, &seeds_);                          \
-	for (size_t si_ = 0; si_ < n_seeds_; si_++)                       \
-		for (uint64_t seed = seeds_[si_], once_ = 1; once_;       \
-		     once_ = 0)
-
-#define END_SEEDS() mem_free(seeds_)
 
 static uint64_t unknown_histories;
 
@@ -227,14 +212,6 @@ static void key_for(uint32_t shard, size_t j, char *out, size_t cap)
 	}
 }
 
-/* n keys spread over the shards round robin, with their expected
- * values. */
-struct kvset {
-	size_t n;
-	char key[64][32];
-	struct buf val[64];
-};
-
 static void kvset_init(struct kvset *s, size_t n)
 {
 	cr_assert(n <= 64);
@@ -244,12 +221,6 @@ static void kvset_init(struct kvset *s, size_t n)
 			sizeof(s->key[i]));
 		buf_init(&s->val[i]);
 	}
-}
-
-static void kvset_free(struct kvset *s)
-{
-	for (size_t i = 0; i < s->n; i++)
-		buf_free(&s->val[i]);
 }
 
 static void random_value(struct env *e, size_t len, struct buf *out)
@@ -330,6 +301,51 @@ static void check_all(struct env *e, size_t k, const struct kvset *s)
 		      lin_bytes_str(s->val[i].data, s->val[i].len, want, 64));
 	}
 }
+
+/* ---- one scenario over many seeds ---- */
+
+/* How a scenario's env is made, per seed. */
+struct scenario {
+	uint64_t seeds;		  /* how many by default (SIM_SEEDS=k) */
+	enum net net;
+	struct kv_cluster_opts o; /* n_groups 0: 3 groups, 2 clerks */
+	size_t n_keys;		  /* e->s: keys over the shards */
+};
+
+/* For each seed: an env, the scenario's body, then its history must be
+ * linearizable. */
+static void run_scenario(const struct scenario *sc,
+			 void (*body)(struct env *e))
+{
+	SIM_FOR_SEEDS(sc->seeds)
+	{
+		struct env e;
+		setup(&e, seed, sc->net, sc->o.n_groups ? &sc->o : NULL);
+		kvset_init(&e.s, sc->n_keys);
+		body(&e);
+		check_history(&e);
+		teardown(&e);
+	}
+	SIM_END_SEEDS();
+}
+
+/* SCENARIO(name, .seeds = n, ...) { body on `e` } */
+#define SCENARIO(name, ...)                                               \
+	static void sc_##name(struct env *e);                             \
+	Test(kv_sim, name)                                                \
+	{                                                                 \
+		run_scenario(&(struct scenario){ __VA_ARGS__ }, sc_##name); \
+	}                                                                 \
+	static void sc_##name(struct env *e)
+
+/* SEEDED(name, n, fn, args...): test `name` runs fn(seed, args...) for
+ * each of n seeds (its args may use `seed`). */
+#define SEEDED(name, n, fn, ...)                                          \
+	Test(kv_sim, name)                                                \
+	{                                                                 \
+		SIM_FOR_SEEDS(n) fn(seed, __VA_ARGS__);                   \
+		SIM_END_SEEDS();                                          \
+	}
 
 /* ---- the shard master ---- */
 
@@ -569,193 +585,141 @@ static uint64_t owner(const Skv__Config *cfg, const char *key)
 
 /* With one of two groups down, exactly the other group's keys are
  * served; all of them once it is back. */
-Test(kv_sim, static_shards)
+SCENARIO(static_shards, .seeds = 8, .net = NET_ALTERNATE, .n_keys = 20)
 {
-	FOR_SEEDS(8)
-	{
-		struct env e;
-		setup(&e, seed, seed % 2 ? NET_RELIABLE : NET_UNRELIABLE, NULL);
-		struct kvset s;
-		kvset_init(&s, 20);
-		join(&e, G0);
-		join(&e, G1);
-		put_all(&e, 0, &s, 8);
-		settle(&e, all_gids, 2);
-		check_all(&e, 0, &s);
-		Skv__Config *cfg = latest(&e);
-		kv_cluster_crash_group(e.c, G1);
-		get_batch(&e, 1, &s, 10000);
-		size_t served = 0;
-		for (size_t i = 0; i < s.n; i++) {
-			bool mine = owner(cfg, s.key[i]) == G0;
-			int st = e.batch.status[i];
-			CHECK(&e, mine ? st == STATUS_OK : st == STATUS_TIMEOUT,
-			      "key %s of gid %" PRIu64 " with %d down: %s",
-			      s.key[i], owner(cfg, s.key[i]), G1,
-			      status_name(st));
-			served += mine;
-		}
-		CHECK(&e, served > 0 && served < s.n,
-		      "%zu of %zu keys on gid %d", served, s.n, G0);
-		sm_cluster_config_free(cfg);
-		kv_cluster_restart_group(e.c, G1);
-		check_all(&e, 1, &s);
-		check_history(&e);
-		kvset_free(&s);
-		teardown(&e);
+	join(e, G0);
+	join(e, G1);
+	put_all(e, 0, &e->s, 8);
+	settle(e, all_gids, 2);
+	check_all(e, 0, &e->s);
+	Skv__Config *cfg = latest(e);
+	kv_cluster_crash_group(e->c, G1);
+	get_batch(e, 1, &e->s, 10000);
+	size_t served = 0;
+	for (size_t i = 0; i < e->s.n; i++) {
+		bool mine = owner(cfg, e->s.key[i]) == G0;
+		int st = e->batch.status[i];
+		CHECK(e, mine ? st == STATUS_OK : st == STATUS_TIMEOUT,
+		      "key %s of gid %" PRIu64 " with %d down: %s",
+		      e->s.key[i], owner(cfg, e->s.key[i]), G1,
+		      status_name(st));
+		served += mine;
 	}
-	END_SEEDS();
+	CHECK(e, served > 0 && served < e->s.n,
+	      "%zu of %zu keys on gid %d", served, e->s.n, G0);
+	sm_cluster_config_free(cfg);
+	kv_cluster_restart_group(e->c, G1);
+	check_all(e, 1, &e->s);
 }
 
 /* ---- join / leave ---- */
 
-static void run_join_leave(uint64_t seed)
+SCENARIO(join_leave, .seeds = 8, .net = NET_ALTERNATE, .n_keys = 20)
 {
-	struct env e;
-	setup(&e, seed, seed % 2 ? NET_RELIABLE : NET_UNRELIABLE, NULL);
-	struct kvset s;
-	kvset_init(&s, 20);
-	join(&e, G0);
-	put_all(&e, 0, &s, 10);
-	append_all(&e, 0, &s);
-	check_all(&e, 1, &s);
-	join(&e, G1);
-	check_all(&e, 1, &s);
-	append_all(&e, 0, &s);
-	join(&e, G2);
-	leave(&e, G0);
-	settle(&e, all_gids + 1, 2);
+	join(e, G0);
+	put_all(e, 0, &e->s, 10);
+	append_all(e, 0, &e->s);
+	check_all(e, 1, &e->s);
+	join(e, G1);
+	check_all(e, 1, &e->s);
+	append_all(e, 0, &e->s);
+	join(e, G2);
+	leave(e, G0);
+	settle(e, all_gids + 1, 2);
 	/* gid 100 left: its data must have moved, it is not needed. */
-	kv_cluster_crash_group(e.c, G0);
-	check_all(&e, 1, &s);
-	append_all(&e, 0, &s);
-	leave(&e, G1);
-	settle(&e, all_gids + 2, 1);
-	kv_cluster_crash_group(e.c, G1);
-	check_all(&e, 1, &s);
-	append_all(&e, 0, &s);
-	check_all(&e, 1, &s);
-	check_history(&e);
-	kvset_free(&s);
-	teardown(&e);
-}
-
-Test(kv_sim, join_leave)
-{
-	FOR_SEEDS(8) run_join_leave(seed);
-	END_SEEDS();
+	kv_cluster_crash_group(e->c, G0);
+	check_all(e, 1, &e->s);
+	append_all(e, 0, &e->s);
+	leave(e, G1);
+	settle(e, all_gids + 2, 1);
+	kv_cluster_crash_group(e->c, G1);
+	check_all(e, 1, &e->s);
+	append_all(e, 0, &e->s);
+	check_all(e, 1, &e->s);
 }
 
 /* ---- snapshot ---- */
 
-Test(kv_sim, snapshot)
+enum { MAXLOG = 1000 };
+SCENARIO(snapshot, .seeds = 6, .net = NET_RELIABLE, .n_keys = 30,
+	 .o = { .n_groups = 3, .n_clerks = 2, .maxlog = MAXLOG,
+		.sm_maxlog = MAXLOG })
 {
-	FOR_SEEDS(6)
-	{
-		enum { MAXLOG = 1000 };
-		struct kv_cluster_opts o = {
-			.n_groups = 3, .n_clerks = 2,
-			.maxlog = MAXLOG, .sm_maxlog = MAXLOG,
-		};
-		struct env e;
-		setup(&e, seed, NET_RELIABLE, &o);
-		struct kvset s;
-		kvset_init(&s, 30);
-		join(&e, G0);
-		put_all(&e, 0, &s, 10);
-		join(&e, G1);
-		append_all(&e, 0, &s);
-		join(&e, G2);
-		leave(&e, G0);
-		append_all(&e, 0, &s);
-		leave(&e, G1);
-		join(&e, G0);
-		append_all(&e, 0, &s);
-		check_all(&e, 1, &s);
-		settle(&e, all_gids, 3);
-		/* Everything down at once, shard master too, then up. */
-		for (size_t g = 0; g < 3; g++)
-			kv_cluster_crash_group(e.c, all_gids[g]);
-		for (uint32_t id = 1; id <= 3; id++)
-			sm_cluster_crash(kv_cluster_sm(e.c), id);
-		run_for(&e, 500);
-		for (uint32_t id = 1; id <= 3; id++)
-			sm_cluster_restart(kv_cluster_sm(e.c), id);
-		for (size_t g = 0; g < 3; g++)
-			kv_cluster_restart_group(e.c, all_gids[g]);
-		check_all(&e, 1, &s);
-		append_all(&e, 0, &s);
-		check_all(&e, 1, &s);
-		size_t peak = kv_cluster_peak_log_bytes(e.c);
-		CHECK(&e, peak <= 8 * MAXLOG,
-		      "a Raft log reached %zu bytes (maxlog %d)", peak,
-		      MAXLOG);
-		cr_log_info("seed %" PRIu64 ": largest Raft log %zu bytes",
-			    seed, peak);
-		check_history(&e);
-		kvset_free(&s);
-		teardown(&e);
-	}
-	END_SEEDS();
+	join(e, G0);
+	put_all(e, 0, &e->s, 10);
+	join(e, G1);
+	append_all(e, 0, &e->s);
+	join(e, G2);
+	leave(e, G0);
+	append_all(e, 0, &e->s);
+	leave(e, G1);
+	join(e, G0);
+	append_all(e, 0, &e->s);
+	check_all(e, 1, &e->s);
+	settle(e, all_gids, 3);
+	/* Everything down at once, shard master too, then up. */
+	for (size_t g = 0; g < 3; g++)
+		kv_cluster_crash_group(e->c, all_gids[g]);
+	for (uint32_t id = 1; id <= 3; id++)
+		sm_cluster_crash(kv_cluster_sm(e->c), id);
+	run_for(e, 500);
+	for (uint32_t id = 1; id <= 3; id++)
+		sm_cluster_restart(kv_cluster_sm(e->c), id);
+	for (size_t g = 0; g < 3; g++)
+		kv_cluster_restart_group(e->c, all_gids[g]);
+	check_all(e, 1, &e->s);
+	append_all(e, 0, &e->s);
+	check_all(e, 1, &e->s);
+	size_t peak = kv_cluster_peak_log_bytes(e->c);
+	CHECK(e, peak <= 8 * MAXLOG,
+	      "a Raft log reached %zu bytes (maxlog %d)", peak, MAXLOG);
+	cr_log_info("seed %" PRIu64 ": largest Raft log %zu bytes",
+		    sim_seed(e->sim), peak);
 }
 
 /* ---- miss change ---- */
 
 /* One server of every group is down during each reconfiguration; once
  * back it catches up (snapshots or log) to the latest configuration. */
-Test(kv_sim, miss_change)
+SCENARIO(miss_change, .seeds = 6, .net = NET_ALTERNATE, .n_keys = 20,
+	 .o = { .n_groups = 3, .n_clerks = 2, .maxlog = 2000 })
 {
-	FOR_SEEDS(6)
-	{
-		struct kv_cluster_opts o = {
-			.n_groups = 3, .n_clerks = 2,
-			.maxlog = 2000,
-		};
-		struct env e;
-		setup(&e, seed, seed % 2 ? NET_RELIABLE : NET_UNRELIABLE, &o);
-		struct kvset s;
-		kvset_init(&s, 20);
-		join(&e, G0);
-		put_all(&e, 0, &s, 10);
-		for (size_t down = 0; down < 3; down++) {
-			for (size_t g = 0; g < 3; g++)
-				kv_cluster_crash(e.c, all_gids[g], down);
-			if (down == 0) {
-				join(&e, G1);
-				join(&e, G2);
-				leave(&e, G0);
-			} else if (down == 1) {
-				join(&e, G0);
-				leave(&e, G1);
-			} else {
-				join(&e, G1);
-				leave(&e, G2);
-			}
-			append_all(&e, 0, &s);
-			check_all(&e, 1, &s);
-			for (size_t g = 0; g < 3; g++)
-				kv_cluster_restart(e.c, all_gids[g], down);
-		}
-		/* The servers that missed changes caught up. */
-		settle(&e, all_gids, 3);
-		uint64_t num = kv_cluster_sm_latest(e.c);
+	join(e, G0);
+	put_all(e, 0, &e->s, 10);
+	for (size_t down = 0; down < 3; down++) {
 		for (size_t g = 0; g < 3; g++)
-			for (size_t i = 0; i < 3; i++) {
-				const struct skv *k =
-					kv_cluster_state(e.c, all_gids[g], i);
-				CHECK(&e, k && skv_config_num(k) == num,
-				      "gid %" PRIu64 " replica %zu at config "
-				      "%" PRIu64 ", latest %" PRIu64,
-				      all_gids[g], i,
-				      k ? skv_config_num(k) : 0, num);
-			}
-		append_all(&e, 0, &s);
-		check_all(&e, 1, &s);
-		check_history(&e);
-		kvset_free(&s);
-		teardown(&e);
+			kv_cluster_crash(e->c, all_gids[g], down);
+		if (down == 0) {
+			join(e, G1);
+			join(e, G2);
+			leave(e, G0);
+		} else if (down == 1) {
+			join(e, G0);
+			leave(e, G1);
+		} else {
+			join(e, G1);
+			leave(e, G2);
+		}
+		append_all(e, 0, &e->s);
+		check_all(e, 1, &e->s);
+		for (size_t g = 0; g < 3; g++)
+			kv_cluster_restart(e->c, all_gids[g], down);
 	}
-	END_SEEDS();
+	/* The servers that missed changes caught up. */
+	settle(e, all_gids, 3);
+	uint64_t num = kv_cluster_sm_latest(e->c);
+	for (size_t g = 0; g < 3; g++)
+		for (size_t i = 0; i < 3; i++) {
+			const struct skv *k =
+				kv_cluster_state(e->c, all_gids[g], i);
+			CHECK(e, k && skv_config_num(k) == num,
+			      "gid %" PRIu64 " replica %zu at config "
+			      "%" PRIu64 ", latest %" PRIu64,
+			      all_gids[g], i,
+			      k ? skv_config_num(k) : 0, num);
+		}
+	append_all(e, 0, &e->s);
+	check_all(e, 1, &e->s);
 }
 
 /* ---- concurrent and unreliable ---- */
@@ -838,37 +802,12 @@ static uint64_t run_concurrent(uint64_t seed, enum net net, int variant,
 	return h;
 }
 
-Test(kv_sim, concurrent_1)
-{
-	FOR_SEEDS(6) run_concurrent(seed, NET_RELIABLE, 1, false);
-	END_SEEDS();
-}
-
-Test(kv_sim, concurrent_2)
-{
-	FOR_SEEDS(6) run_concurrent(seed, NET_RELIABLE, 2, false);
-	END_SEEDS();
-}
-
-Test(kv_sim, concurrent_3)
-{
-	FOR_SEEDS(4) run_concurrent(seed, NET_RELIABLE, 3, false);
-	END_SEEDS();
-}
-
-Test(kv_sim, unreliable_1)
-{
-	FOR_SEEDS(8) run_concurrent(seed, NET_UNRELIABLE, 1, false);
-	END_SEEDS();
-}
-
-Test(kv_sim, unreliable_2)
-{
-	FOR_SEEDS(6)
-		run_concurrent(seed, seed % 2 ? NET_UNRELIABLE : NET_LONG, 2,
-			       false);
-	END_SEEDS();
-}
+SEEDED(concurrent_1, 6, run_concurrent, NET_RELIABLE, 1, false)
+SEEDED(concurrent_2, 6, run_concurrent, NET_RELIABLE, 2, false)
+SEEDED(concurrent_3, 4, run_concurrent, NET_RELIABLE, 3, false)
+SEEDED(unreliable_1, 8, run_concurrent, NET_UNRELIABLE, 1, false)
+SEEDED(unreliable_2, 6, run_concurrent,
+       seed % 2 ? NET_UNRELIABLE : NET_LONG, 2, false)
 
 /* ---- random operations, checked by the linearizability checker ---- */
 
@@ -992,66 +931,43 @@ static void run_random_ops(uint64_t seed, enum net net, bool faults)
 	teardown(&e);
 }
 
-Test(kv_sim, unreliable_3)
-{
-	FOR_SEEDS(8) run_random_ops(seed, seed % 2 ? NET_UNRELIABLE : NET_LONG,
-				    false);
-	END_SEEDS();
-}
-
-Test(kv_sim, linearizable)
-{
-	FOR_SEEDS(8)
-		run_random_ops(seed, seed % 3 == 0   ? NET_LONG
-				     : seed % 3 == 1 ? NET_RELIABLE
-						     : NET_UNRELIABLE,
-			       true);
-	END_SEEDS();
-}
+SEEDED(unreliable_3, 8, run_random_ops,
+       seed % 2 ? NET_UNRELIABLE : NET_LONG, false)
+SEEDED(linearizable, 8, run_random_ops,
+       seed % 3 == 0   ? NET_LONG
+       : seed % 3 == 1 ? NET_RELIABLE
+		       : NET_UNRELIABLE,
+       true)
 
 /* ---- delete (GC) ---- */
 
 /* Moved shards are freed: after join/leave cycles the replicas together
  * keep about one copy of the data per group replica, not one per move. */
-Test(kv_sim, delete_gc)
+SCENARIO(delete_gc, .seeds = 6, .net = NET_ALTERNATE, .n_keys = 30,
+	 .o = { .n_groups = 3, .n_clerks = 2, .maxlog = 1,
+		.sm_maxlog = 1000, .pull_page_bytes = 4096 })
 {
-	FOR_SEEDS(6)
-	{
-		struct kv_cluster_opts o = {
-			.n_groups = 3, .n_clerks = 2,
-			.maxlog = 1, .sm_maxlog = 1000,
-			.pull_page_bytes = 4096,
-		};
-		struct env e;
-		setup(&e, seed, seed % 2 ? NET_RELIABLE : NET_UNRELIABLE, &o);
-		struct kvset s;
-		kvset_init(&s, 30);
-		join(&e, G0);
-		put_all(&e, 0, &s, 1000);
-		for (int cycle = 0; cycle < 2; cycle++) {
-			join(&e, G1);
-			join(&e, G2);
-			leave(&e, G0);
-			join(&e, G0);
-			leave(&e, G1);
-			leave(&e, G2);
-		}
-		join(&e, G1);
-		join(&e, G2);
-		settle(&e, all_gids, 3);
-		check_all(&e, 1, &s);
-		uint64_t bytes = kv_cluster_stored_bytes(e.c);
-		cr_log_info("seed %" PRIu64 ": %" PRIu64 " bytes stored", seed,
-			    bytes);
-		CHECK(&e, bytes <= 117000,
-		      "%" PRIu64 " bytes stored across the replicas (bound "
-		      "117,000): moved shards are not freed",
-		      bytes);
-		check_history(&e);
-		kvset_free(&s);
-		teardown(&e);
+	join(e, G0);
+	put_all(e, 0, &e->s, 1000);
+	for (int cycle = 0; cycle < 2; cycle++) {
+		join(e, G1);
+		join(e, G2);
+		leave(e, G0);
+		join(e, G0);
+		leave(e, G1);
+		leave(e, G2);
 	}
-	END_SEEDS();
+	join(e, G1);
+	join(e, G2);
+	settle(e, all_gids, 3);
+	check_all(e, 1, &e->s);
+	uint64_t bytes = kv_cluster_stored_bytes(e->c);
+	cr_log_info("seed %" PRIu64 ": %" PRIu64 " bytes stored",
+		    sim_seed(e->sim), bytes);
+	CHECK(e, bytes <= 117000,
+	      "%" PRIu64 " bytes stored across the replicas (bound "
+	      "117,000): moved shards are not freed",
+	      bytes);
 }
 
 /* ---- unaffected and partial ---- */
@@ -1084,139 +1000,107 @@ static void served(struct env *e, const struct kvset *s,
 
 /* Shards that stay put are served while others migrate, even though
  * the group they should come from is dead. */
-Test(kv_sim, unaffected)
+SCENARIO(unaffected, .seeds = 8, .net = NET_ALTERNATE, .n_keys = 20)
 {
-	FOR_SEEDS(8)
-	{
-		struct env e;
-		setup(&e, seed, seed % 2 ? NET_RELIABLE : NET_UNRELIABLE, NULL);
-		struct kvset s;
-		kvset_init(&s, 20);
-		join(&e, G0);
-		put_all(&e, 0, &s, 10);
-		join(&e, G1);
-		settle(&e, all_gids, 2);
-		Skv__Config *before = latest(&e);
-		/* gid 100 dies; its shards can never move. */
-		kv_cluster_crash_group(e.c, G0);
-		leave(&e, G0);
-		run_for(&e, 500);
-		size_t n;
-		uint64_t g1 = G1;
-		served(&e, &s, before, &g1, 1, 10000, &n);
-		CHECK(&e, n > 0, "gid %d owned nothing", G1);
-		/* And writes to them too. */
-		for (size_t i = 0; i < s.n; i++) {
-			if (owner(before, s.key[i]) != G1)
-				continue;
-			OK(&e, kv_cluster_do(e.c, 0, CLERK_KV_APPEND, s.key[i],
-					     strlen(s.key[i]), "x", 1, 10000,
-					     NULL));
-			if (buf_append(&s.val[i], "x", 1))
-				abort();
-		}
-		served(&e, &s, before, &g1, 1, 10000, &n);
-		const struct skv *k = kv_cluster_state(e.c, G1, 0);
-		CHECK(&e, k && !skv_stable(k),
-		      "gid %d stable though its new shards are with a dead "
-		      "group",
-		      G1);
-		sm_cluster_config_free(before);
-		check_history(&e);
-		kvset_free(&s);
-		teardown(&e);
+	join(e, G0);
+	put_all(e, 0, &e->s, 10);
+	join(e, G1);
+	settle(e, all_gids, 2);
+	Skv__Config *before = latest(e);
+	/* gid 100 dies; its shards can never move. */
+	kv_cluster_crash_group(e->c, G0);
+	leave(e, G0);
+	run_for(e, 500);
+	size_t n;
+	uint64_t g1 = G1;
+	served(e, &e->s, before, &g1, 1, 10000, &n);
+	CHECK(e, n > 0, "gid %d owned nothing", G1);
+	/* And writes to them too. */
+	for (size_t i = 0; i < e->s.n; i++) {
+		if (owner(before, e->s.key[i]) != G1)
+			continue;
+		OK(e, kv_cluster_do(e->c, 0, CLERK_KV_APPEND, e->s.key[i],
+				     strlen(e->s.key[i]), "x", 1, 10000,
+				     NULL));
+		if (buf_append(&e->s.val[i], "x", 1))
+			abort();
 	}
-	END_SEEDS();
+	served(e, &e->s, before, &g1, 1, 10000, &n);
+	const struct skv *k = kv_cluster_state(e->c, G1, 0);
+	CHECK(e, k && !skv_stable(k),
+	      "gid %d stable though its new shards are with a dead "
+	      "group",
+	      G1);
+	sm_cluster_config_free(before);
 }
 
 /* Shards that did arrive are served although others never can. */
-Test(kv_sim, partial)
+SCENARIO(partial, .seeds = 8, .net = NET_ALTERNATE, .n_keys = 20)
 {
-	FOR_SEEDS(8)
-	{
-		struct env e;
-		setup(&e, seed, seed % 2 ? NET_RELIABLE : NET_UNRELIABLE, NULL);
-		struct kvset s;
-		kvset_init(&s, 20);
-		join(&e, G0);
-		put_all(&e, 0, &s, 10);
-		join(&e, G1);
-		join(&e, G2);
-		settle(&e, all_gids, 3);
-		Skv__Config *before = latest(&e);
-		/* gid 100 dies; 100 and 101 leave in one configuration,
-		 * so gid 102 must pull from both. */
-		kv_cluster_crash_group(e.c, G0);
-		uint64_t gone[] = { G0, G1 };
-		OK(&e, kv_cluster_leave(e.c, gone, 2));
-		run_for(&e, 1000);
-		size_t n;
-		uint64_t arrived[] = { G1, G2 };
-		served(&e, &s, before, arrived, 2, 10000, &n);
-		CHECK(&e, n > 0, "nothing on gids 101 and 102");
-		/* What was on the dead group is not: gid 102 waits for it
-		 * and answers nothing in its place. */
-		struct kvset lost;
-		lost.n = 0;
-		for (size_t i = 0; i < s.n; i++)
-			if (owner(before, s.key[i]) == G0)
-				memcpy(lost.key[lost.n++], s.key[i],
-				       sizeof(lost.key[0]));
-		CHECK(&e, lost.n > 0, "nothing was on gid %d", G0);
-		get_batch(&e, 1, &lost, 2000);
-		for (size_t i = 0; i < lost.n; i++)
-			CHECK(&e, e.batch.status[i] == STATUS_TIMEOUT,
-			      "key %s of the dead gid %d: %s", lost.key[i],
-			      G0, status_name(e.batch.status[i]));
-		sm_cluster_config_free(before);
-		check_history(&e);
-		kvset_free(&s);
-		teardown(&e);
-	}
-	END_SEEDS();
+	join(e, G0);
+	put_all(e, 0, &e->s, 10);
+	join(e, G1);
+	join(e, G2);
+	settle(e, all_gids, 3);
+	Skv__Config *before = latest(e);
+	/* gid 100 dies; 100 and 101 leave in one configuration,
+	 * so gid 102 must pull from both. */
+	kv_cluster_crash_group(e->c, G0);
+	uint64_t gone[] = { G0, G1 };
+	OK(e, kv_cluster_leave(e->c, gone, 2));
+	run_for(e, 1000);
+	size_t n;
+	uint64_t arrived[] = { G1, G2 };
+	served(e, &e->s, before, arrived, 2, 10000, &n);
+	CHECK(e, n > 0, "nothing on gids 101 and 102");
+	/* What was on the dead group is not: gid 102 waits for it
+	 * and answers nothing in its place. */
+	struct kvset lost;
+	lost.n = 0;
+	for (size_t i = 0; i < e->s.n; i++)
+		if (owner(before, e->s.key[i]) == G0)
+			memcpy(lost.key[lost.n++], e->s.key[i],
+			       sizeof(lost.key[0]));
+	CHECK(e, lost.n > 0, "nothing was on gid %d", G0);
+	get_batch(e, 1, &lost, 2000);
+	for (size_t i = 0; i < lost.n; i++)
+		CHECK(e, e->batch.status[i] == STATUS_TIMEOUT,
+		      "key %s of the dead gid %d: %s", lost.key[i],
+		      G0, status_name(e->batch.status[i]));
+	sm_cluster_config_free(before);
 }
 
 /* ---- exactly once ---- */
 
 /* Crashes the leader of a random group now and then, while appenders
  * retry through duplicating, dropping links and migrations. */
-Test(kv_sim, exactly_once)
+SCENARIO(exactly_once, .seeds = 6, .net = NET_UNRELIABLE,
+	 .o = { .n_groups = 3, .n_clerks = 5,
+		.clerk_attempt_timeout_ms = 150, .maxlog = 1500,
+		.pull_page_bytes = 16 })
 {
-	FOR_SEEDS(6)
-	{
-		struct kv_cluster_opts o = {
-			.n_groups = 3, .n_clerks = 5,
-			.clerk_attempt_timeout_ms = 150,
-			.maxlog = 1500, .pull_page_bytes = 16,
-		};
-		struct env e;
-		setup(&e, seed, NET_UNRELIABLE, &o);
-		struct sim_net n = sim_net_unreliable();
-		n.dup = 0.3;
-		if (seed % 2 == 0)
-			sim_net_long_reordering(&n);
-		sim_net_set(e.sim, &n);
-		bool joined[3] = { true, false, false };
-		join(&e, G0);
-		app_start(&e, 4, 6, 60000);
-		for (int step = 0; step < 8; step++) {
-			uint64_t gid = all_gids[sim_rng_range(&e.rng, 0, 3)];
-			int lead = kv_cluster_leader(e.c, gid);
-			if (lead >= 0)
-				kv_cluster_crash(e.c, gid, (size_t)lead);
-			if (step % 2 == 0)
-				random_change(&e, joined);
-			run_for(&e, sim_rng_range(&e.rng, 200, 700));
-			if (lead >= 0)
-				kv_cluster_restart(e.c, gid, (size_t)lead);
-		}
-		app_stop(&e);
-		settle(&e, all_gids, 3);
-		app_check(&e, 4);
-		check_history(&e);
-		teardown(&e);
+	struct sim_net n = sim_net_unreliable();
+	n.dup = 0.3;
+	if (sim_seed(e->sim) % 2 == 0)
+		sim_net_long_reordering(&n);
+	sim_net_set(e->sim, &n);
+	bool joined[3] = { true, false, false };
+	join(e, G0);
+	app_start(e, 4, 6, 60000);
+	for (int step = 0; step < 8; step++) {
+		uint64_t gid = all_gids[sim_rng_range(&e->rng, 0, 3)];
+		int lead = kv_cluster_leader(e->c, gid);
+		if (lead >= 0)
+			kv_cluster_crash(e->c, gid, (size_t)lead);
+		if (step % 2 == 0)
+			random_change(e, joined);
+		run_for(e, sim_rng_range(&e->rng, 200, 700));
+		if (lead >= 0)
+			kv_cluster_restart(e->c, gid, (size_t)lead);
 	}
-	END_SEEDS();
+	app_stop(e);
+	settle(e, all_gids, 3);
+	app_check(e, 4);
 }
 
 /* ---- determinism ---- */

@@ -987,22 +987,14 @@ SCENARIO(churn_snapshots_store, 10)
 
 /* ---- determinism ---- */
 
-static void hash_line(void *arg, const char *line)
-{
-	uint64_t *h = arg;
-	for (const char *p = line; *p; p++)
-		*h = (*h ^ (uint8_t)*p) * 0x100000001b3ULL;
-	*h = (*h ^ '\n') * 0x100000001b3ULL;
-}
-
 /* One scenario's whole trace (every send, delivery, drop, crash), hashed. */
 static uint64_t traced_run(uint64_t seed, scenario_fn fn)
 {
 	struct t t = { .seed = seed };
-	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t h = SIM_TRACE_HASH_INIT;
 	t.sim = sim_new(seed);
 	cr_assert(t.sim != NULL);
-	sim_set_trace_sink(t.sim, hash_line, &h);
+	sim_set_trace_sink(t.sim, sim_trace_hash, &h);
 	sim_set_trace(t.sim, true);
 	fn(&t);
 	cr_assert(!t.failed && !raft_cluster_failure(t.c), "%s", t.err);

@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "common/codec.h"
-#include "common/log.h"
 #include "common/mem.h"
 #include "common/status.h"
 #include "tests/sim/sim.h"
@@ -26,35 +25,15 @@ struct env {
 	uint64_t hash; /* of the trace, when hashed */
 };
 
-static void hash_line(void *arg, const char *line)
-{
-	uint64_t *h = arg;
-	for (const char *p = line; *p; p++)
-		*h = (*h ^ (uint8_t)*p) * 0x100000001b3ULL;
-	*h = (*h ^ '\n') * 0x100000001b3ULL;
-}
-
 /* `hashed`: every trace line goes into e->hash instead of stderr. */
 static void setup_traced(struct env *e, uint64_t seed, bool unreliable,
 			 const struct sm_cluster_opts *o, bool hashed)
 {
 	e->faulted = false;
-	e->hash = 0xcbf29ce484222325ULL;
+	e->hash = SIM_TRACE_HASH_INIT;
 	e->sim = sim_new(seed);
 	cr_assert(e->sim);
-	if (hashed) {
-		sim_set_trace(e->sim, true);
-		sim_set_formatter(e->sim, sm_cluster_format, NULL);
-		sim_set_trace_sink(e->sim, hash_line, &e->hash);
-		log_set_level(LOG_WARN);
-	} else if (sim_seed_replay()) {
-		sim_set_trace(e->sim, true);
-		sim_set_formatter(e->sim, sm_cluster_format, NULL);
-		log_set_level(LOG_INFO);
-	} else {
-		log_set_level(LOG_WARN);
-	}
-	sim_log_attach(e->sim);
+	sim_trace_setup(e->sim, sm_cluster_format, hashed ? &e->hash : NULL);
 	if (unreliable) {
 		struct sim_net n = sim_net_unreliable();
 		sim_net_set(e->sim, &n);
@@ -86,15 +65,6 @@ static void teardown(struct env *e)
 	} while (0)
 
 #define CHECK(e, cond, ...) SIM_ASSERT_SEED(cond, (e)->sim, __VA_ARGS__)
-
-#define FOR_SEEDS(n)                                                      \
-	uint64_t *seeds_;                                                 \
-	size_t n_seeds_ = sim_seeds(n, &seeds_);                          \
-	for (size_t si_ = 0; si_ < n_seeds_; si_++)                       \
-		for (uint64_t seed = seeds_[si_], once_ = 1; once_;       \
-		     once_ = 0)
-
-#define END_SEEDS() mem_free(seeds_)
 
 static Skv__Config *latest(struct env *e, size_t k)
 {
@@ -198,14 +168,14 @@ static void run_join_leave_basics(uint64_t seed, bool unreliable)
 
 Test(sm_sim, join_leave_basics)
 {
-	FOR_SEEDS(10) run_join_leave_basics(seed, false);
-	END_SEEDS();
+	SIM_FOR_SEEDS(10) run_join_leave_basics(seed, false);
+	SIM_END_SEEDS();
 }
 
 Test(sm_sim, join_leave_basics_unreliable)
 {
-	FOR_SEEDS(10) run_join_leave_basics(seed, true);
-	END_SEEDS();
+	SIM_FOR_SEEDS(10) run_join_leave_basics(seed, true);
+	SIM_END_SEEDS();
 }
 
 static bool same_config(const Skv__Config *a, const Skv__Config *b)
@@ -225,7 +195,7 @@ static bool same_config(const Skv__Config *a, const Skv__Config *b)
  * exactly; snapshots make the restarted replicas catch up. */
 Test(sm_sim, historical_queries)
 {
-	FOR_SEEDS(8)
+	SIM_FOR_SEEDS(8)
 	{
 		struct sm_cluster_opts o = { .n_servers = 3, .n_clerks = 1,
 					     .compaction_log_bytes_max = 600 };
@@ -270,12 +240,12 @@ Test(sm_sim, historical_queries)
 			sm_cluster_config_free(hist[i]);
 		teardown(&e);
 	}
-	END_SEEDS();
+	SIM_END_SEEDS();
 }
 
 Test(sm_sim, move)
 {
-	FOR_SEEDS(8)
+	SIM_FOR_SEEDS(8)
 	{
 		struct env e;
 		setup(&e, seed, seed % 2 == 0, NULL);
@@ -297,13 +267,13 @@ Test(sm_sim, move)
 		sm_cluster_config_free(c);
 		teardown(&e);
 	}
-	END_SEEDS();
+	SIM_END_SEEDS();
 }
 
 /* Ten clerks join at once, then half of them leave at once. */
 Test(sm_sim, concurrent_join_leave)
 {
-	FOR_SEEDS(6)
+	SIM_FOR_SEEDS(6)
 	{
 		enum { K = 10 };
 		struct sm_cluster_opts o = { .n_servers = 3, .n_clerks = K };
@@ -359,7 +329,7 @@ Test(sm_sim, concurrent_join_leave)
 		sm_cluster_config_free(c);
 		teardown(&e);
 	}
-	END_SEEDS();
+	SIM_END_SEEDS();
 }
 
 /* Shards that change owner from `a` to `b`, and whether each went from
@@ -412,19 +382,19 @@ static void run_transfers(uint64_t seed, size_t per_call)
 /* Also "more groups than shards": 12 groups, 10 shards. */
 Test(sm_sim, minimal_transfers)
 {
-	FOR_SEEDS(6) run_transfers(seed, 1);
-	END_SEEDS();
+	SIM_FOR_SEEDS(6) run_transfers(seed, 1);
+	SIM_END_SEEDS();
 }
 
 Test(sm_sim, multi_join_leave)
 {
-	FOR_SEEDS(6) run_transfers(seed, 3);
-	END_SEEDS();
+	SIM_FOR_SEEDS(6) run_transfers(seed, 3);
+	SIM_END_SEEDS();
 }
 
 Test(sm_sim, more_groups_than_shards)
 {
-	FOR_SEEDS(6)
+	SIM_FOR_SEEDS(6)
 	{
 		struct sm_cluster_opts o = { .n_servers = 3, .n_clerks = 1,
 					     .nshards = 4 };
@@ -451,13 +421,13 @@ Test(sm_sim, more_groups_than_shards)
 		sm_cluster_config_free(d);
 		teardown(&e);
 	}
-	END_SEEDS();
+	SIM_END_SEEDS();
 }
 
 /* The new leader's latest configuration equals the old leader's. */
 Test(sm_sim, same_config_after_failover)
 {
-	FOR_SEEDS(8)
+	SIM_FOR_SEEDS(8)
 	{
 		struct sm_cluster_opts o = { .n_servers = 5, .n_clerks = 1 };
 		struct env e;
@@ -485,7 +455,7 @@ Test(sm_sim, same_config_after_failover)
 		sm_cluster_config_free(c);
 		teardown(&e);
 	}
-	END_SEEDS();
+	SIM_END_SEEDS();
 }
 
 /* ---- random operations under random faults ---- */
@@ -612,8 +582,8 @@ static uint64_t run_random_ops(uint64_t seed, bool hashed)
 
 Test(sm_sim, random_ops_with_faults)
 {
-	FOR_SEEDS(8) run_random_ops(seed, false);
-	END_SEEDS();
+	SIM_FOR_SEEDS(8) run_random_ops(seed, false);
+	SIM_END_SEEDS();
 }
 
 /* Same seed, same run, byte for byte: what makes a seed a bug report. */
@@ -629,7 +599,7 @@ Test(sm_sim, same_seed_same_run)
  * not answer a query from its stale state once the majority moved on. */
 Test(sm_sim, partitioned_leader_serves_no_stale_query)
 {
-	FOR_SEEDS(8)
+	SIM_FOR_SEEDS(8)
 	{
 		struct sm_cluster_opts o = { .n_servers = 5, .n_clerks = 2 };
 		struct env e;
@@ -654,5 +624,5 @@ Test(sm_sim, partitioned_leader_serves_no_stale_query)
 		sim_heal(e.sim);
 		teardown(&e);
 	}
-	END_SEEDS();
+	SIM_END_SEEDS();
 }

@@ -14,17 +14,11 @@
  *     with a deadline).
  */
 #include <criterion/criterion.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clerk/clerk.h"
@@ -36,6 +30,7 @@
 #include "common/shard.h"
 #include "common/status.h"
 #include "tests/port.h"
+#include "tests/unit/cli_proc.h"
 
 /* ================= kv_core against fakes on a virtual clock =========== */
 
@@ -1315,14 +1310,10 @@ static int parse_line(const char *env, struct kvcli_args *a, char *err,
 		      size_t cap, ...)
 {
 	char *argv[32];
-	int argc = 0;
-	argv[argc++] = "kvcli";
 	va_list ap;
 	va_start(ap, cap);
-	for (char *s; (s = va_arg(ap, char *)) != NULL;)
-		argv[argc++] = s;
+	int argc = cli_proc_vline(argv, 32, "kvcli", ap);
 	va_end(ap);
-	argv[argc] = NULL;
 	return kvcli_parse(argc, argv, env, a, err, cap);
 }
 
@@ -1756,21 +1747,6 @@ static void net_stop(struct net *n)
 	pthread_mutex_destroy(&n->mu);
 }
 
-/* A port on 127.0.0.1 that refuses connections: bound, not listening,
- * kept until the test ends so no one else takes it. */
-static int refusing_port(int *fd_out)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert_geq(fd, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t len = sizeof(a);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	*fd_out = fd;
-	return ntohs(a.sin_port);
-}
-
 /* ================= the clerk library over gRPC ================= */
 
 Test(clerk, open_rejects_bad_masters)
@@ -1914,7 +1890,8 @@ Test(clerk, unreachable_masters_time_out, .timeout = 60)
 {
 	int fd;
 	char masters[32];
-	snprintf(masters, sizeof(masters), "127.0.0.1:%d", refusing_port(&fd));
+	snprintf(masters, sizeof(masters), "127.0.0.1:%d",
+		 cli_proc_refusing_port(&fd));
 	struct kv_clerk *kv;
 	struct kv_clerk_opts o = {.timeout_ms = 400};
 	cr_assert_eq(kv_clerk_open(masters, &o, &kv, NULL, 0), KV_OK);
@@ -1946,7 +1923,8 @@ Test(clerk, shutdown_wakes_waiting_callers, .timeout = 60)
 {
 	int fd;
 	char masters[32];
-	snprintf(masters, sizeof(masters), "127.0.0.1:%d", refusing_port(&fd));
+	snprintf(masters, sizeof(masters), "127.0.0.1:%d",
+		 cli_proc_refusing_port(&fd));
 	struct kv_clerk *kv;
 	cr_assert_eq(kv_clerk_open(masters, NULL, &kv, NULL, 0), KV_OK);
 	struct blocked b = {kv, KV_OK};
@@ -1961,115 +1939,17 @@ Test(clerk, shutdown_wakes_waiting_callers, .timeout = 60)
 
 /* ================= kvcli, the binary ================= */
 
-struct proc_out {
-	int code;
-	char out[8192];
-	size_t out_len;
-	char err[8192];
-};
-
 /* Runs kvcli with `args` (NULL-terminated), SHARDKV_MASTERS =
  * `env_masters` (or unset), feeding `in[0..in_len)` to its stdin. */
 static void run_kvcli(const char *env_masters, const char *const *args,
-		      const void *in, size_t in_len, struct proc_out *po)
+		      const void *in, size_t in_len, struct cli_proc_out *po)
 {
-	char *argv[16] = {(char *)KVCLI_PATH};
-	int argc = 1;
-	for (size_t i = 0; args[i]; i++)
-		argv[argc++] = (char *)args[i];
-	argv[argc] = NULL;
-	char env_var[256];
-	char *envp[4] = {NULL};
-	int ne = 0;
-	if (env_masters) {
-		snprintf(env_var, sizeof(env_var), "SHARDKV_MASTERS=%s",
-			 env_masters);
-		envp[ne++] = env_var;
-	}
-	/* ASan's options, so a leak report in the child fails the test. */
-	char asan[512];
-	const char *ao = getenv("ASAN_OPTIONS");
-	if (ao) {
-		snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s", ao);
-		envp[ne++] = asan;
-	}
-	envp[ne] = NULL;
-
-	/* The child may stop reading early (a value too large). */
-	signal(SIGPIPE, SIG_IGN);
-	int in_pipe[2], out_pipe[2], err_pipe[2];
-	cr_assert_eq(pipe(in_pipe), 0);
-	cr_assert_eq(pipe(out_pipe), 0);
-	cr_assert_eq(pipe(err_pipe), 0);
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, in_pipe[0], 0);
-	posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-	posix_spawn_file_actions_addclose(&fa, in_pipe[1]);
-	posix_spawn_file_actions_addclose(&fa, out_pipe[0]);
-	posix_spawn_file_actions_addclose(&fa, err_pipe[0]);
-	pid_t pid;
-	int rc = posix_spawn(&pid, KVCLI_PATH, &fa, NULL, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	cr_assert_eq(rc, 0, "spawn %s", KVCLI_PATH);
-	close(in_pipe[0]);
-	close(out_pipe[1]);
-	close(err_pipe[1]);
-	size_t used[2] = {0, 0}, fed = 0;
-	char *bufs[2] = {po->out, po->err};
-	size_t caps[2] = {sizeof(po->out) - 1, sizeof(po->err) - 1};
-	struct pollfd pf[3] = {{out_pipe[0], POLLIN, 0},
-			       {err_pipe[0], POLLIN, 0},
-			       {in_pipe[1], POLLOUT, 0}};
-	if (in_len == 0) {
-		close(in_pipe[1]);
-		pf[2].fd = -1;
-	}
-	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
-		cr_assert_geq(poll(pf, 3, 60000), 1, "kvcli hangs");
-		for (int i = 0; i < 2; i++) {
-			if (pf[i].fd < 0 || !pf[i].revents)
-				continue;
-			char tmp[4096];
-			ssize_t n = read(pf[i].fd, tmp, sizeof(tmp));
-			if (n <= 0) {
-				close(pf[i].fd);
-				pf[i].fd = -1;
-				continue;
-			}
-			size_t room = caps[i] - used[i];
-			size_t take = (size_t)n < room ? (size_t)n : room;
-			memcpy(bufs[i] + used[i], tmp, take);
-			used[i] += take;
-		}
-		if (pf[2].fd >= 0 && pf[2].revents) {
-			size_t chunk = in_len - fed < 65536 ? in_len - fed
-							    : 65536;
-			ssize_t n = write(pf[2].fd, (const char *)in + fed,
-					  chunk);
-			if (n > 0)
-				fed += (size_t)n;
-			if (n < 0 || fed == in_len) {
-				close(pf[2].fd);
-				pf[2].fd = -1;
-			}
-		}
-	}
-	if (pf[2].fd >= 0)
-		close(pf[2].fd);
-	po->out[used[0]] = '\0';
-	po->out_len = used[0];
-	po->err[used[1]] = '\0';
-	int ws;
-	cr_assert_eq(waitpid(pid, &ws, 0), pid);
-	cr_assert(WIFEXITED(ws), "kvcli died: %s", po->err);
-	po->code = WEXITSTATUS(ws);
+	cli_proc_run(KVCLI_PATH, env_masters, args, in, in_len, po);
 }
 
 Test(kvcli_bin, help_and_usage_errors, .timeout = 60)
 {
-	struct proc_out po;
+	struct cli_proc_out po;
 	run_kvcli(NULL, (const char *[]){"--help", NULL}, NULL, 0, &po);
 	cr_assert_eq(po.code, 0);
 	cr_assert(strstr(po.out, "usage: kvcli"), "%s", po.out);
@@ -2108,8 +1988,9 @@ Test(kvcli_bin, unreachable_masters_exit_3, .timeout = 60)
 {
 	int fd;
 	char masters[32];
-	snprintf(masters, sizeof(masters), "127.0.0.1:%d", refusing_port(&fd));
-	struct proc_out po;
+	snprintf(masters, sizeof(masters), "127.0.0.1:%d",
+		 cli_proc_refusing_port(&fd));
+	struct cli_proc_out po;
 	run_kvcli(masters,
 		  (const char *[]){"--timeout", "500", "put", "k", "v", NULL},
 		  NULL, 0, &po);
@@ -2131,7 +2012,7 @@ Test(kvcli_bin, talks_to_a_cluster, .timeout = 60)
 	struct net n;
 	net_start(&n);
 	const char *m = n.master_addr;
-	struct proc_out po;
+	struct cli_proc_out po;
 
 	run_kvcli(m, (const char *[]){"put", "greeting", "hello", NULL}, NULL,
 		  0, &po);

@@ -11,16 +11,11 @@
  *     wait is a blocking call with a deadline).
  */
 #include <criterion/criterion.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clerk/retry.h"
@@ -31,6 +26,7 @@
 #include "common/mem.h"
 #include "common/rpc/rpc.h"
 #include "common/status.h"
+#include "tests/unit/cli_proc.h"
 
 extern char **environ;
 
@@ -936,14 +932,10 @@ static int parse_line(const char *env, struct shardctl_args *a, char *err,
 		      size_t cap, ...)
 {
 	char *argv[32];
-	int argc = 0;
-	argv[argc++] = "shardctl";
 	va_list ap;
 	va_start(ap, cap);
-	for (char *s; (s = va_arg(ap, char *)) != NULL;)
-		argv[argc++] = s;
+	int argc = cli_proc_vline(argv, 32, "shardctl", ap);
 	va_end(ap);
-	argv[argc] = NULL;
 	return shardctl_parse(argc, argv, env, a, err, cap);
 }
 
@@ -1126,106 +1118,17 @@ Test(shardctl_args, bad_lines_say_what_is_wrong)
 
 /* ================= shardctl, the binary ================= */
 
-struct proc_out {
-	int code;
-	char out[16384];
-	char err[8192];
-};
-
 /* Runs shardctl with `args` (NULL-terminated), env SHARDKV_MASTERS =
  * `env_masters` (or unset), and collects its output. */
 static void run_shardctl(const char *env_masters, const char *const *args,
-			 struct proc_out *po)
+			 struct cli_proc_out *po)
 {
-	char *argv[16] = {(char *)SHARDCTL_PATH};
-	int argc = 1;
-	for (size_t i = 0; args[i]; i++)
-		argv[argc++] = (char *)args[i];
-	argv[argc] = NULL;
-	char env_var[256];
-	char *envp[4] = {NULL};
-	int ne = 0;
-	if (env_masters) {
-		snprintf(env_var, sizeof(env_var), "SHARDKV_MASTERS=%s",
-			 env_masters);
-		envp[ne++] = env_var;
-	}
-	/* ASan's options, so a leak report in the child fails the test. */
-	char asan[512];
-	const char *ao = getenv("ASAN_OPTIONS");
-	if (ao) {
-		snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s", ao);
-		envp[ne++] = asan;
-	}
-	envp[ne] = NULL;
-
-	int out_pipe[2], err_pipe[2];
-	cr_assert_eq(pipe(out_pipe), 0);
-	cr_assert_eq(pipe(err_pipe), 0);
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-	posix_spawn_file_actions_addclose(&fa, out_pipe[0]);
-	posix_spawn_file_actions_addclose(&fa, err_pipe[0]);
-	pid_t pid;
-	int rc = posix_spawn(&pid, SHARDCTL_PATH, &fa, NULL, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	cr_assert_eq(rc, 0, "spawn %s", SHARDCTL_PATH);
-	close(out_pipe[1]);
-	close(err_pipe[1]);
-	/* Both pipes at once, so a full one cannot stall the child. */
-	size_t used[2] = {0, 0};
-	char *bufs[2] = {po->out, po->err};
-	size_t caps[2] = {sizeof(po->out), sizeof(po->err)};
-	struct pollfd pf[2] = {{out_pipe[0], POLLIN, 0},
-			       {err_pipe[0], POLLIN, 0}};
-	int open_fds = 2;
-	while (open_fds > 0) {
-		cr_assert_geq(poll(pf, 2, 60000), 1, "shardctl hangs");
-		for (int i = 0; i < 2; i++) {
-			if (pf[i].fd < 0 || !pf[i].revents)
-				continue;
-			char tmp[4096];
-			ssize_t n = read(pf[i].fd, tmp, sizeof(tmp));
-			if (n <= 0) {
-				close(pf[i].fd);
-				pf[i].fd = -1;
-				open_fds--;
-				continue;
-			}
-			size_t room = caps[i] - 1 - used[i];
-			size_t take = (size_t)n < room ? (size_t)n : room;
-			memcpy(bufs[i] + used[i], tmp, take);
-			used[i] += take;
-		}
-	}
-	po->out[used[0]] = '\0';
-	po->err[used[1]] = '\0';
-	int ws;
-	cr_assert_eq(waitpid(pid, &ws, 0), pid);
-	cr_assert(WIFEXITED(ws), "shardctl died: %s", po->err);
-	po->code = WEXITSTATUS(ws);
-}
-
-/* A port on 127.0.0.1 that refuses connections: bound, not listening,
- * kept until the test ends so no one else takes it. */
-static int refusing_port(int *fd_out)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert_geq(fd, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t len = sizeof(a);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	*fd_out = fd;
-	return ntohs(a.sin_port);
+	cli_proc_run(SHARDCTL_PATH, env_masters, args, NULL, 0, po);
 }
 
 Test(shardctl_bin, help_and_usage_errors, .timeout = 120)
 {
-	struct proc_out po;
+	struct cli_proc_out po;
 	run_shardctl(NULL, (const char *[]){"--help", NULL}, &po);
 	cr_assert_eq(po.code, 0);
 	cr_assert(strstr(po.out, "usage: shardctl"), "%s", po.out);
@@ -1277,8 +1180,8 @@ Test(shardctl_bin, unreachable_masters_exit_3, .timeout = 120)
 	int fd1, fd2;
 	char masters[64];
 	snprintf(masters, sizeof(masters), "127.0.0.1:%d,127.0.0.1:%d",
-		 refusing_port(&fd1), refusing_port(&fd2));
-	struct proc_out po;
+		 cli_proc_refusing_port(&fd1), cli_proc_refusing_port(&fd2));
+	struct cli_proc_out po;
 	run_shardctl(masters, (const char *[]){"--timeout", "600", "query",
 					       NULL},
 		     &po);
@@ -1495,7 +1398,7 @@ Test(smclerk, leaderless_cluster_times_out_as_reachable, .timeout = 120)
 	 * "unreachable". */
 	char masters[80];
 	snprintf(masters, sizeof(masters), "%s,%s", f.addr[0], f.addr[1]);
-	struct proc_out po;
+	struct cli_proc_out po;
 	run_shardctl(NULL,
 		     (const char *[]){"--masters", masters, "--timeout", "500",
 				      "--json", "leave", "100", NULL},
@@ -1510,7 +1413,7 @@ Test(smclerk, leaderless_cluster_times_out_as_reachable, .timeout = 120)
 	/* One answers, one is down: say that a majority must run. */
 	int fd;
 	snprintf(masters, sizeof(masters), "%s,127.0.0.1:%d", f.addr[0],
-		 refusing_port(&fd));
+		 cli_proc_refusing_port(&fd));
 	run_shardctl(NULL,
 		     (const char *[]){"--masters", masters, "--timeout", "500",
 				      "query", NULL},
@@ -1528,7 +1431,7 @@ Test(shardctl_bin, talks_to_a_shard_master, .timeout = 120)
 	net_start(&f);
 	char masters[80];
 	snprintf(masters, sizeof(masters), "%s,%s", f.addr[0], f.addr[1]);
-	struct proc_out po;
+	struct cli_proc_out po;
 
 	run_shardctl(masters,
 		     (const char *[]){"join", "100=127.0.0.1:7101,"
