@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/raft/node.h"
+#include "common/raft/storage.h"
 #include "common/status.h"
 #include "common/store/store.h"
 #include "shardkv/kv.h"
@@ -356,6 +357,7 @@ int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 	const struct host_replica *r = &o->replica;
 	const char *cluster = r->cluster ? r->cluster
 					 : SKV_SERVER_CLUSTER_DEFAULT;
+	char why[512];
 	int rc;
 
 	*out = NULL;
@@ -382,6 +384,13 @@ int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 	rc = datadir_open(r->data_dir, &want, &s->store, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
+	/* Before anything reads the store: an interrupted snapshot install
+	 * is finished here. */
+	rc = raft_storage_recover(s->store, why, sizeof(why));
+	if (rc != STATUS_OK) {
+		snprintf(err, cap, "data dir %s: %s", r->data_dir, why);
+		goto fail;
+	}
 	rc = new_service(s, o, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/raft/node.h"
+#include "common/raft/storage.h"
 #include "common/status.h"
 #include "common/store/store.h"
 #include "shardmaster/service.h"
@@ -191,6 +192,13 @@ int sm_server_start(const struct sm_server_opts *o, struct sm_server **out,
 	rc = datadir_open(r->data_dir, &want, &s->store, err, cap);
 	if (rc != STATUS_OK)
 		goto fail;
+	/* Before anything reads the store: an interrupted snapshot install
+	 * is finished here. */
+	rc = raft_storage_recover(s->store, why, sizeof(why));
+	if (rc != STATUS_OK) {
+		snprintf(err, cap, "data dir %s: %s", r->data_dir, why);
+		goto fail;
+	}
 
 	struct sm_service_opts so = {
 		.store = s->store,

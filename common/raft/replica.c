@@ -306,11 +306,15 @@ static int fill_batch(struct raft_replica *rep, const struct raft_ready *rd,
 			    raft_storage_errmsg(rep->st));
 
 	if (rd->has_snapshot_chunk) {
-		rc = raft_storage_snapshot_stage(rep->st, &rd->snapshot_chunk);
+		rc = raft_storage_snapshot_stage(rep->st, b,
+						 &rd->snapshot_chunk);
 		if (rc)
 			return fail(rep, rc, "replica: %s",
 				    raft_storage_errmsg(rep->st));
 		if (rd->snapshot_chunk.done) {
+			/* A large snapshot writes its first phases here,
+			 * before the ready's batch (storage.h, Installing);
+			 * nothing is sent before that batch is durable. */
 			rc = raft_storage_snapshot_install(rep->st, b,
 							   installed_index,
 							   NULL);

@@ -11,15 +11,19 @@
  *
  * One raft_replica_process call handles one `struct raft_ready`:
  *   1. one batch: the log and hard state (raft_storage_save); a received
- *      snapshot chunk staged, and installed when complete; every committed
- *      entry applied by the state machine (ENTRY_NOOP only advances the
- *      applied index); the applied index;
+ *      snapshot chunk staged in the store (raft CF), and installed when
+ *      complete; every committed entry applied by the state machine
+ *      (ENTRY_NOOP only advances the applied index); the applied index;
  *   2. one store_write (group commit: at most one fsync per call),
  *      synced when it holds what Raft's safety rests on (term, vote, log
- *      entries, a snapshot, a compaction); a write holding only applied
- *      state and the commit hint is not synced: the log still has those
- *      entries, and the WAL is ordered, so the next synced write (always
- *      before a compaction drops them) makes it durable too;
+ *      entries, a snapshot chunk, a compaction); a write holding only
+ *      applied state and the commit hint is not synced: the log still has
+ *      those entries, and the WAL is ordered, so the next synced write
+ *      (always before a compaction drops them) makes it durable too.
+ *      Installing a snapshot over 4 MiB is the exception: the storage
+ *      first writes the install marker with the deletion of the old state
+ *      (synced) and the records (unsynced, ~4 MiB per write), then this
+ *      write (synced) finishes it: two fsyncs for that ready;
  *   3. every message sent (InstallSnapshot chunks filled from the
  *      snapshot of the store's data+meta);
  *   4. fsm restore (if a snapshot was installed), fsm durable, finished
@@ -28,7 +32,14 @@
  *
  * Memory: a leader keeps one snapshot transfer per follower it streams to
  * (a RocksDB snapshot, a cursor and the last chunk: O(chunk size), see
- * storage.h) until no chunk of it was asked for in 30 s of `now_ms`.
+ * storage.h) until no chunk of it was asked for in 30 s of `now_ms`. A
+ * follower stages received chunks on disk and installs in bounded
+ * batches: O(chunk + 4 MiB + largest record) of heap whatever the size of
+ * the snapshot.
+ *
+ * Restart: the host calls raft_storage_recover on the store before the
+ * state machine loads from it (an install interrupted by a crash is
+ * rolled forward there), then raft_replica_open.
  *
  * Invariant: nothing leaves (send) before the write holding everything the
  * ready asked to persist is durable. Between raft_ready and raft_advance no
@@ -91,8 +102,9 @@ struct raft_replica_stats {
 
 /*
  * Loads Raft's state from `store` (borrowed, must outlive the replica) and
- * creates the core from `cfg`. The state machine must already reflect the
- * store (its applied index is raft_replica_applied_index after open).
+ * creates the core from `cfg`. raft_storage_recover must have run on the
+ * store, and the state machine must already reflect it (its applied index
+ * is raft_replica_applied_index after open).
  * `ops` is copied; `fsm_ctx` is borrowed. On STATUS_OK *out is a new
  * replica for raft_replica_free. Errors: STATUS_CORRUPTION (storage
  * inconsistent), INVALID_ARGUMENT (bad config, or a boot state the core
@@ -131,9 +143,11 @@ void raft_replica_set_compaction(struct raft_replica *rep,
  * STATUS_OK (also when there was nothing to do); STATUS_IO (the store
  * write failed), CORRUPTION (a received snapshot fails its checks),
  * NO_MEMORY or another store error: then nothing of this ready was
- * written or sent, errmsg says why, and the caller must stop and free the
- * replica (production: log_fatal; STYLE: never continue on a guess). The
- * state machine may have applied entries in memory that never reached the
+ * sent nor its batch written (an install over 4 MiB may have written its
+ * first phases, which raft_storage_recover finishes at the next start),
+ * errmsg says why, and the caller must stop and free the replica
+ * (production: log_fatal; STYLE: never continue on a guess). The state
+ * machine may have applied entries in memory that never reached the
  * store: it too must be rebuilt from the store before a new replica runs.
  */
 int raft_replica_process(struct raft_replica *rep, uint64_t now_ms,

@@ -27,6 +27,20 @@
 #define SNAP_END_TAG 0
 #define SNAP_TRAILER_LEN (1 + 4) /* end tag + CRC32C */
 
+/* Follower staging and install (raft CF; see storage.h, Layout). */
+#define STAGE_HEADER_KEY "ss"
+#define STAGE_PREFIX "ss/"
+#define STAGE_PREFIX_LEN 3
+#define STAGE_KEY_LEN (STAGE_PREFIX_LEN + 8)
+#define STAGE_END_KEY "ss0" /* "ss" and every "ss/..." sort below it */
+#define MARKER_KEY "si"
+#define TRIPLE_LEN 24
+#define INSTALL_BATCH_BYTES ((size_t)4 << 20)
+
+/* Own writes an install may still make before it fails; < 0 = no limit
+ * (raft_storage_test_fail_install_after). */
+static long test_writes_left = -1;
+
 /*
  * A transfer encodes the stream on demand from a RocksDB snapshot, one
  * "unit" (the header, one record, the trailer) at a time. A record is
@@ -81,15 +95,23 @@ struct raft_storage {
 	struct snap_xfer xfers[RAFT_MAX_NODES];
 	uint64_t xfer_clock; /* counts reads, for eviction */
 
-	/* Incoming snapshot stream (follower side). */
-	struct buf staged;
+	/* Incoming snapshot stream (follower side): the header of what is
+	 * staged on disk, and the last chunk until the install writes it. */
 	bool staged_active;
 	uint64_t staged_index, staged_term, staged_size;
+	uint64_t staged_len; /* chunks staged so far, `final` included */
+	struct buf final;
+	bool final_pending;
+	uint64_t final_offset;
+	size_t stage_peak; /* most heap bytes held at once for staging */
+	uint64_t install_writes, install_synced;
 
 	struct buf scratch; /* packing one record */
 };
 
 static void xfer_release(struct raft_storage *st, struct snap_xfer *x);
+static int get_triple(struct raft_storage *st, const char *key,
+		      uint64_t *index, uint64_t *term, uint64_t *size);
 
 static int fail(struct raft_storage *st, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -334,8 +356,22 @@ int raft_storage_open(struct store *store, struct raft_storage **out,
 		return STATUS_NO_MEMORY;
 	}
 	st->store = store;
-	buf_init(&st->staged);
+	buf_init(&st->final);
 	buf_init(&st->scratch);
+
+	/* The application must not have read a half-installed store. */
+	uint64_t mi, mt, ms;
+	rc = get_triple(st, MARKER_KEY, &mi, &mt, &ms);
+	if (rc == STATUS_OK)
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: the install of snapshot %llu was "
+			  "interrupted; raft_storage_recover must run before "
+			  "anything reads the store",
+			  (unsigned long long)mi);
+	else if (rc == STATUS_NOT_FOUND)
+		rc = STATUS_OK;
+	if (rc)
+		goto err_after_alloc;
 
 	rc = load_record(st, STORE_CF_RAFT, KEY_HARD_STATE,
 			 &skv__hard_state__descriptor, &hs);
@@ -418,7 +454,7 @@ void raft_storage_free(struct raft_storage *st)
 	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
 		if (st->xfers[i].used)
 			xfer_release(st, &st->xfers[i]);
-	buf_free(&st->staged);
+	buf_free(&st->final);
 	buf_free(&st->scratch);
 	mem_free(st);
 }
@@ -857,9 +893,69 @@ size_t raft_storage_snapshot_held_bytes(const struct raft_storage *st)
 	return n;
 }
 
-/* ---- follower side ---- */
+/* ---- follower side: staging ---- */
 
-int raft_storage_snapshot_stage(struct raft_storage *st,
+static void stage_key(uint8_t key[STAGE_KEY_LEN], uint64_t offset)
+{
+	memcpy(key, STAGE_PREFIX, STAGE_PREFIX_LEN);
+	put_u64be(key + STAGE_PREFIX_LEN, offset);
+}
+
+/* Deletes the staging header and every staged chunk. */
+static void staging_delete(struct store_batch *b)
+{
+	store_batch_delete_range(b, STORE_CF_RAFT, STAGE_HEADER_KEY,
+				 strlen(STAGE_HEADER_KEY), STAGE_END_KEY,
+				 strlen(STAGE_END_KEY));
+}
+
+/* index | term | size: the staging header's and the marker's value. */
+static void put_triple(struct store_batch *b, const char *key,
+		       uint64_t index, uint64_t term, uint64_t size)
+{
+	uint8_t v[TRIPLE_LEN];
+	put_u64be(v, index);
+	put_u64be(v + 8, term);
+	put_u64be(v + 16, size);
+	store_batch_put(b, STORE_CF_RAFT, key, strlen(key), v, sizeof(v));
+}
+
+/* Reads a triple record; STATUS_NOT_FOUND when absent. */
+static int get_triple(struct raft_storage *st, const char *key,
+		      uint64_t *index, uint64_t *term, uint64_t *size)
+{
+	int rc = store_get(st->store, STORE_CF_RAFT, key, strlen(key),
+			   &st->scratch);
+	if (rc == STATUS_NOT_FOUND)
+		return rc;
+	if (rc)
+		return fail_store(st, rc, key);
+	if (st->scratch.len != TRIPLE_LEN)
+		return fail(st, STATUS_CORRUPTION,
+			    "raft storage: record \"%s\" has %zu bytes, not %d",
+			    key, st->scratch.len, TRIPLE_LEN);
+	*index = get_u64be(st->scratch.data);
+	*term = get_u64be(st->scratch.data + 8);
+	*size = get_u64be(st->scratch.data + 16);
+	return STATUS_OK;
+}
+
+static void held_note(struct raft_storage *st, size_t n)
+{
+	if (n > st->stage_peak)
+		st->stage_peak = n;
+}
+
+static void staged_release(struct raft_storage *st)
+{
+	buf_free(&st->final);
+	st->final_pending = false;
+	st->staged_active = false;
+	st->staged_index = st->staged_term = st->staged_size = 0;
+	st->staged_len = 0;
+}
+
+int raft_storage_snapshot_stage(struct raft_storage *st, struct store_batch *b,
 				const struct raft_snapshot_chunk *c)
 {
 	if (c->offset == 0) {
@@ -867,75 +963,388 @@ int raft_storage_snapshot_stage(struct raft_storage *st,
 			return fail(st, STATUS_INVALID_ARGUMENT,
 				    "raft storage: snapshot chunk beyond "
 				    "its size");
-		buf_reset(&st->staged);
+		staged_release(st);
 		st->staged_active = true;
 		st->staged_index = c->last_index;
 		st->staged_term = c->last_term;
 		st->staged_size = c->size_bytes;
-	} else if (!st->staged_active || c->last_index != st->staged_index ||
+		if (!c->done) {
+			staging_delete(b);
+			put_triple(b, STAGE_HEADER_KEY, c->last_index,
+				   c->last_term, c->size_bytes);
+		}
+	} else if (!st->staged_active || st->final_pending ||
+		   c->last_index != st->staged_index ||
 		   c->last_term != st->staged_term ||
 		   c->size_bytes != st->staged_size ||
-		   c->offset != st->staged.len) {
+		   c->offset != st->staged_len) {
 		return fail(st, STATUS_INVALID_ARGUMENT,
 			    "raft storage: snapshot chunk at %llu does not "
 			    "continue the staged snapshot (%llu bytes of %llu)",
 			    (unsigned long long)c->offset,
-			    (unsigned long long)st->staged.len,
+			    (unsigned long long)st->staged_len,
 			    (unsigned long long)st->staged_index);
-	} else if (c->len > st->staged_size - st->staged.len) {
+	} else if (c->len > st->staged_size - st->staged_len) {
 		return fail(st, STATUS_INVALID_ARGUMENT,
 			    "raft storage: snapshot chunk beyond its size");
 	}
-	if (buf_append(&st->staged, c->data, c->len))
-		return fail(st, STATUS_NO_MEMORY, "raft storage: out of memory");
+	if (c->done) {
+		/* Written by the install, with its marker (see the header). */
+		if (buf_set(&st->final, c->data, c->len))
+			return fail(st, STATUS_NO_MEMORY,
+				    "raft storage: out of memory");
+		held_note(st, st->final.cap);
+		st->final_pending = true;
+		st->final_offset = c->offset;
+	} else if (c->len > 0) {
+		uint8_t key[STAGE_KEY_LEN];
+		stage_key(key, c->offset);
+		store_batch_put(b, STORE_CF_RAFT, key, sizeof(key), c->data,
+				c->len);
+	}
+	st->staged_len += c->len;
 	return STATUS_OK;
 }
 
 uint64_t raft_storage_snapshot_staged(const struct raft_storage *st)
 {
-	return st->staged_active ? st->staged.len : 0;
+	return st->staged_active ? st->staged_len : 0;
 }
 
-static void staged_release(struct raft_storage *st)
+size_t raft_storage_snapshot_staging_held_bytes(const struct raft_storage *st)
 {
-	buf_free(&st->staged);
-	st->staged_active = false;
-	st->staged_index = st->staged_term = st->staged_size = 0;
+	return st->final.cap;
 }
 
-/* Walks the records of a verified stream; with `b`, puts them. Returns
- * STATUS_CORRUPTION when a record is malformed. */
-static int walk_records(struct raft_storage *st, const uint8_t *p, size_t n,
-			struct store_batch *b)
+size_t raft_storage_snapshot_staging_peak_bytes(const struct raft_storage *st)
 {
-	size_t pos = SNAP_HEADER_LEN, end = n - SNAP_TRAILER_LEN;
-	while (pos < end) {
-		uint8_t cf = p[pos];
-		if (cf != STORE_CF_DATA && cf != STORE_CF_META)
-			return fail(st, STATUS_CORRUPTION,
-				    "raft storage: snapshot record at %zu has "
-				    "column family %u",
-				    pos, cf);
-		if (end - pos < 1 + 4)
-			break;
-		size_t klen = get_u32be(p + pos + 1);
-		if (end - pos - 5 < klen + 4)
-			break;
-		const uint8_t *k = p + pos + 5;
-		size_t vlen = get_u32be(k + klen);
-		if (end - pos - 9 - klen < vlen)
-			break;
-		const uint8_t *v = k + klen + 4;
-		if (b)
-			store_batch_put(b, (enum store_cf)cf, k, klen, v, vlen);
-		pos += 9 + klen + vlen;
-	}
-	if (pos != end || p[end] != SNAP_END_TAG)
-		return fail(st, STATUS_CORRUPTION,
-			    "raft storage: snapshot record at %zu is truncated",
-			    pos);
+	return st->stage_peak;
+}
+
+void raft_storage_snapshot_install_writes(const struct raft_storage *st,
+					  uint64_t *writes, uint64_t *synced)
+{
+	*writes = st->install_writes;
+	*synced = st->install_synced;
+}
+
+/* ---- follower side: parsing the staged stream ---- */
+
+/*
+ * The stream is parsed incrementally, fed in pieces of any size: each
+ * field (header, tag, a length, a key, a value, the trailer) is consumed
+ * as its bytes arrive. Verifying keeps nothing but the 28-byte header
+ * buffer; installing (`out` set) assembles one record at a time in
+ * key/val and puts it into `out`.
+ */
+enum parse_state {
+	P_HEADER,
+	P_TAG,
+	P_KLEN,
+	P_KEY,
+	P_VLEN,
+	P_VAL,
+	P_TRAILER,
+	P_DONE,
+};
+
+struct snap_parser {
+	enum parse_state state;
+	uint64_t need;	/* bytes of the current field still to come */
+	uint64_t pos;	/* stream bytes consumed */
+	uint64_t field; /* stream offset of the current record */
+	uint32_t crc;	/* CRC32C of the bytes before the trailer */
+	uint8_t small[SNAP_HEADER_LEN]; /* header, tag, a length, trailer */
+	uint8_t cf;
+	uint64_t index, term; /* from the header */
+	struct buf key, val;  /* the record being assembled (out set) */
+
+	/* Installing: where records go. With `flush`, `out` is the
+	 * install's own batch, written whenever it reaches
+	 * INSTALL_BATCH_BYTES; without, the caller's batch. */
+	struct store_batch *out;
+	bool flush;
+};
+
+static void parser_init(struct snap_parser *ps, struct store_batch *out,
+			bool flush)
+{
+	memset(ps, 0, sizeof(*ps));
+	ps->state = P_HEADER;
+	ps->need = SNAP_HEADER_LEN;
+	buf_init(&ps->key);
+	buf_init(&ps->val);
+	ps->out = out;
+	ps->flush = flush;
+}
+
+static void parser_free(struct snap_parser *ps)
+{
+	buf_free(&ps->key);
+	buf_free(&ps->val);
+}
+
+static size_t parser_held(const struct raft_storage *st,
+			  const struct snap_parser *ps)
+{
+	return ps->key.cap + ps->val.cap + st->final.cap +
+	       (ps->out ? store_batch_bytes(ps->out) : 0);
+}
+
+/* Writes one of the install's own batches (hooked for tests). */
+static int install_write(struct raft_storage *st, struct store_batch *b,
+			 bool sync)
+{
+	if (test_writes_left == 0)
+		return fail(st, STATUS_IO,
+			    "raft storage: install stopped (test hook)");
+	if (test_writes_left > 0)
+		test_writes_left--;
+	int rc = store_write(st->store, b, sync);
+	if (rc)
+		return fail_store(st, rc, "installing the snapshot");
+	st->install_writes++;
+	st->install_synced += sync;
+	store_batch_clear(b);
 	return STATUS_OK;
 }
+
+static int parse_record(struct raft_storage *st, struct snap_parser *ps)
+{
+	if (!ps->out)
+		return STATUS_OK;
+	store_batch_put(ps->out, (enum store_cf)ps->cf, ps->key.data,
+			ps->key.len, ps->val.data, ps->val.len);
+	held_note(st, parser_held(st, ps));
+	buf_reset(&ps->key);
+	buf_reset(&ps->val);
+	if (ps->flush && store_batch_bytes(ps->out) >= INSTALL_BATCH_BYTES)
+		return install_write(st, ps->out, false);
+	return STATUS_OK;
+}
+
+/* The current field is complete: checks it and moves to the next. */
+static int parse_field_done(struct raft_storage *st, struct snap_parser *ps)
+{
+	switch (ps->state) {
+	case P_HEADER:
+		if (memcmp(ps->small, SNAP_MAGIC, SNAP_MAGIC_LEN) != 0 ||
+		    get_u32be(ps->small + SNAP_MAGIC_LEN) != SNAP_VERSION)
+			return fail(st, STATUS_CORRUPTION,
+				    "raft storage: snapshot has a bad magic "
+				    "or version");
+		ps->index = get_u64be(ps->small + SNAP_MAGIC_LEN + 4);
+		ps->term = get_u64be(ps->small + SNAP_MAGIC_LEN + 12);
+		ps->state = P_TAG;
+		ps->need = 1;
+		break;
+	case P_TAG:
+		if (ps->small[0] == SNAP_END_TAG) {
+			ps->state = P_TRAILER;
+			ps->need = 4;
+			break;
+		}
+		if (ps->small[0] != STORE_CF_DATA &&
+		    ps->small[0] != STORE_CF_META)
+			return fail(st, STATUS_CORRUPTION,
+				    "raft storage: snapshot record at %llu "
+				    "has column family %u",
+				    (unsigned long long)ps->field,
+				    ps->small[0]);
+		ps->cf = ps->small[0];
+		ps->state = P_KLEN;
+		ps->need = 4;
+		break;
+	case P_KLEN:
+		ps->state = P_KEY;
+		ps->need = get_u32be(ps->small);
+		break;
+	case P_KEY:
+		ps->state = P_VLEN;
+		ps->need = 4;
+		break;
+	case P_VLEN:
+		ps->state = P_VAL;
+		ps->need = get_u32be(ps->small);
+		break;
+	case P_VAL: {
+		int rc = parse_record(st, ps);
+		if (rc)
+			return rc;
+		ps->state = P_TAG;
+		ps->need = 1;
+		ps->field = ps->pos;
+		break;
+	}
+	case P_TRAILER:
+		if (get_u32be(ps->small) != ps->crc)
+			return fail(st, STATUS_CORRUPTION,
+				    "raft storage: snapshot checksum mismatch "
+				    "(%08x, expected %08x)",
+				    ps->crc, get_u32be(ps->small));
+		ps->state = P_DONE;
+		break;
+	case P_DONE:
+		break;
+	}
+	return STATUS_OK;
+}
+
+static int parse_feed(struct raft_storage *st, struct snap_parser *ps,
+		      const uint8_t *p, size_t n)
+{
+	int rc;
+	for (;;) {
+		/* Empty keys and values complete without a byte. */
+		while (ps->need == 0 && ps->state != P_DONE) {
+			rc = parse_field_done(st, ps);
+			if (rc)
+				return rc;
+		}
+		if (n == 0)
+			return STATUS_OK;
+		if (ps->state == P_DONE)
+			return fail(st, STATUS_CORRUPTION,
+				    "raft storage: snapshot has bytes after "
+				    "its trailer at %llu",
+				    (unsigned long long)ps->pos);
+		size_t take = ps->need < n ? (size_t)ps->need : n;
+		struct buf *into = NULL;
+		if (ps->state == P_KEY)
+			into = &ps->key;
+		else if (ps->state == P_VAL)
+			into = &ps->val;
+		if (into) {
+			if (ps->out && buf_append(into, p, take))
+				return fail(st, STATUS_NO_MEMORY,
+					    "raft storage: out of memory");
+		} else {
+			size_t width = ps->state == P_HEADER ? SNAP_HEADER_LEN
+				       : ps->state == P_TAG  ? 1
+							     : 4;
+			memcpy(ps->small + (width - ps->need), p, take);
+		}
+		/* The end tag is covered by the CRC; the trailer is not. */
+		if (ps->state != P_TRAILER)
+			ps->crc = raft_storage_crc32c(ps->crc, p, take);
+		ps->need -= take;
+		ps->pos += take;
+		p += take;
+		n -= take;
+	}
+}
+
+/* The whole stream was fed: it must have ended exactly there. */
+static int parse_finish(struct raft_storage *st, struct snap_parser *ps)
+{
+	if (ps->state != P_DONE)
+		return fail(st, STATUS_CORRUPTION,
+			    "raft storage: snapshot record at %llu is "
+			    "truncated",
+			    (unsigned long long)ps->field);
+	return STATUS_OK;
+}
+
+/*
+ * Feeds the staged chunks stored at offsets [0, upto) to `ps` in order
+ * (upto UINT64_MAX: all of them); they must be there, contiguous. *end
+ * (may be NULL) is where the last one ended.
+ */
+static int feed_staged(struct raft_storage *st, struct snap_parser *ps,
+		       uint64_t upto, uint64_t *end)
+{
+	uint64_t off = 0;
+	int rc = STATUS_OK;
+	struct store_iter *it = store_iter_new(st->store, STORE_CF_RAFT,
+					       STAGE_PREFIX, STAGE_PREFIX_LEN,
+					       NULL);
+	if (!it)
+		return fail_store(st, STATUS_NO_MEMORY, "staging iterator");
+	for (; off < upto && store_iter_valid(it); store_iter_next(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = store_iter_key(it, &klen);
+		const uint8_t *v = store_iter_value(it, &vlen);
+		if (klen != STAGE_KEY_LEN ||
+		    get_u64be(k + STAGE_PREFIX_LEN) != off) {
+			rc = fail(st, STATUS_CORRUPTION,
+				  "raft storage: staged snapshot has a gap "
+				  "at %llu",
+				  (unsigned long long)off);
+			goto done;
+		}
+		rc = parse_feed(st, ps, v, vlen);
+		if (rc)
+			goto done;
+		off += vlen;
+	}
+	rc = store_iter_status(it);
+	if (rc) {
+		rc = fail_store(st, rc, "reading the staged snapshot");
+		goto done;
+	}
+	if (upto != UINT64_MAX && off != upto)
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: staged snapshot has %llu bytes "
+			  "stored, expected %llu",
+			  (unsigned long long)off, (unsigned long long)upto);
+	if (end)
+		*end = off;
+done:
+	store_iter_free(it);
+	return rc;
+}
+
+/*
+ * One pass over the staged stream: the chunks stored before `final_at`
+ * and then `final` (NULL: every stored chunk, nothing in memory). Checks
+ * the size, the structure, the checksum and that the header names
+ * index/term. With `out`, puts the records into it (see snap_parser).
+ */
+static int stream_pass(struct raft_storage *st, uint64_t final_at,
+		       const struct buf *final, uint64_t size, uint64_t index,
+		       uint64_t term, struct store_batch *out, bool flush)
+{
+	struct snap_parser ps;
+	uint64_t end = 0;
+	int rc;
+
+	parser_init(&ps, out, flush);
+	rc = feed_staged(st, &ps, final ? final_at : UINT64_MAX, &end);
+	if (rc)
+		goto done;
+	if (final) {
+		rc = parse_feed(st, &ps, final->data, final->len);
+		if (rc)
+			goto done;
+		end += final->len;
+	}
+	if (end != size) {
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: staged snapshot has %llu bytes, "
+			  "announced %llu",
+			  (unsigned long long)end, (unsigned long long)size);
+		goto done;
+	}
+	rc = parse_finish(st, &ps);
+	if (rc)
+		goto done;
+	if (ps.index != index || ps.term != term) {
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: snapshot holds %llu/%llu, announced "
+			  "as %llu/%llu",
+			  (unsigned long long)ps.index,
+			  (unsigned long long)ps.term,
+			  (unsigned long long)index, (unsigned long long)term);
+		goto done;
+	}
+	if (flush && store_batch_count(out) > 0)
+		rc = install_write(st, out, false);
+done:
+	parser_free(&ps);
+	return rc;
+}
+
+/* ---- follower side: installing ---- */
 
 /* The end key of a delete_range covering every key of `cf`: the last key
  * followed by a zero byte (empty buf when the CF is empty). */
@@ -952,91 +1361,279 @@ static int cf_end_key(struct raft_storage *st, enum store_cf cf,
 	return STATUS_OK;
 }
 
-int raft_storage_snapshot_install(struct raft_storage *st,
-				  struct store_batch *b, uint64_t *last_index,
-				  uint64_t *last_term)
+/* Adds to `b` the deletion of every key of `data` and `meta`. */
+static int delete_app_state(struct raft_storage *st, struct store_batch *b)
 {
-	const uint8_t *p = st->staged.data;
-	size_t n = st->staged.len;
 	struct buf data_end, meta_end;
 	int rc;
 
 	buf_init(&data_end);
 	buf_init(&meta_end);
-	if (!st->staged_active || n != st->staged_size) {
-		rc = fail(st, STATUS_INVALID_ARGUMENT,
-			  "raft storage: no complete snapshot staged (%zu of "
-			  "%llu bytes)",
-			  n, (unsigned long long)st->staged_size);
-		goto done;
-	}
-	if (n < SNAP_HEADER_LEN + SNAP_TRAILER_LEN) {
-		rc = fail(st, STATUS_CORRUPTION,
-			  "raft storage: snapshot of %zu bytes is too short", n);
-		goto done;
-	}
-	uint32_t crc = raft_storage_crc32c(0, p, n - 4);
-	if (crc != get_u32be(p + n - 4)) {
-		rc = fail(st, STATUS_CORRUPTION,
-			  "raft storage: snapshot checksum mismatch (%08x, "
-			  "expected %08x)",
-			  crc, get_u32be(p + n - 4));
-		goto done;
-	}
-	uint64_t index = get_u64be(p + SNAP_MAGIC_LEN + 4);
-	uint64_t term = get_u64be(p + SNAP_MAGIC_LEN + 12);
-	if (memcmp(p, SNAP_MAGIC, SNAP_MAGIC_LEN) != 0 ||
-	    get_u32be(p + SNAP_MAGIC_LEN) != SNAP_VERSION) {
-		rc = fail(st, STATUS_CORRUPTION,
-			  "raft storage: snapshot has a bad magic or version");
-		goto done;
-	}
-	if (index != st->staged_index || term != st->staged_term) {
-		rc = fail(st, STATUS_CORRUPTION,
-			  "raft storage: snapshot holds %llu/%llu, announced "
-			  "as %llu/%llu",
-			  (unsigned long long)index, (unsigned long long)term,
-			  (unsigned long long)st->staged_index,
-			  (unsigned long long)st->staged_term);
-		goto done;
-	}
-	rc = walk_records(st, p, n, NULL);
-	if (rc)
-		goto done;
 	rc = cf_end_key(st, STORE_CF_DATA, &data_end);
 	if (rc)
 		goto done;
 	rc = cf_end_key(st, STORE_CF_META, &meta_end);
 	if (rc)
 		goto done;
-	rc = pack_snapshot_meta(st, index, term, n);
-	if (rc)
-		goto done;
-	/* The batch has nothing to fail on from here: safe to fill. */
 	if (data_end.len)
 		store_batch_delete_range(b, STORE_CF_DATA, "", 0, data_end.data,
 					 data_end.len);
 	if (meta_end.len)
 		store_batch_delete_range(b, STORE_CF_META, "", 0, meta_end.data,
 					 meta_end.len);
-	walk_records(st, p, n, b);
+done:
+	buf_free(&data_end);
+	buf_free(&meta_end);
+	return rc;
+}
+
+/* Adds to `b` the end of an install: applied index, snapshot meta, the
+ * log up to the snapshot deleted, marker and staging gone. */
+static int install_finish(struct raft_storage *st, struct store_batch *b,
+			  uint64_t index, uint64_t term, uint64_t size)
+{
+	int rc = pack_snapshot_meta(st, index, term, size);
+	if (rc)
+		return rc;
+	put_snapshot_meta(st, b);
 	raft_storage_set_applied(st, b, index, term);
 	if (index > 0)
 		delete_entries(b, 0, index);
-	put_snapshot_meta(st, b);
+	store_batch_delete(b, STORE_CF_RAFT, MARKER_KEY, strlen(MARKER_KEY));
+	staging_delete(b);
 	if (index > st->snap_index) {
 		st->snap_index = index;
 		st->snap_term = term;
 	}
 	if (st->last_index < st->snap_index)
 		st->last_index = st->snap_index;
-	if (last_index)
-		*last_index = index;
-	if (last_term)
-		*last_term = term;
+	return STATUS_OK;
+}
+
+int raft_storage_snapshot_install(struct raft_storage *st,
+				  struct store_batch *b, uint64_t *last_index,
+				  uint64_t *last_term)
+{
+	uint64_t index = st->staged_index, term = st->staged_term;
+	uint64_t size = st->staged_size;
+	struct store_batch *own = NULL;
+	int rc;
+
+	if (!st->staged_active || !st->final_pending ||
+	    st->staged_len != size) {
+		rc = fail(st, STATUS_INVALID_ARGUMENT,
+			  "raft storage: no complete snapshot staged (%llu of "
+			  "%llu bytes)",
+			  (unsigned long long)st->staged_len,
+			  (unsigned long long)size);
+		goto done;
+	}
+	if (size < SNAP_HEADER_LEN + SNAP_TRAILER_LEN) {
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: snapshot of %llu bytes is too short",
+			  (unsigned long long)size);
+		goto done;
+	}
+	/* Verify before touching anything. */
+	rc = stream_pass(st, st->final_offset, &st->final, size, index, term,
+			 NULL, false);
+	if (rc)
+		goto done;
+
+	if (size <= INSTALL_BATCH_BYTES) {
+		/* Small: all of it in the ready's batch, atomic as is. */
+		rc = delete_app_state(st, b);
+		if (rc)
+			goto done;
+		rc = stream_pass(st, st->final_offset, &st->final, size, index,
+				 term, b, false);
+		if (rc)
+			goto done;
+		rc = install_finish(st, b, index, term, size);
+		goto done;
+	}
+
+	/* Large: the marker, synced with the last chunk and the deletion of
+	 * the old state; from then on a restart rolls forward. */
+	own = store_batch_new(st->store);
+	if (!own) {
+		rc = fail_store(st, STATUS_NO_MEMORY, "install batch");
+		goto done;
+	}
+	if (st->final_offset == 0) {
+		staging_delete(own);
+		put_triple(own, STAGE_HEADER_KEY, index, term, size);
+	}
+	uint8_t key[STAGE_KEY_LEN];
+	stage_key(key, st->final_offset);
+	store_batch_put(own, STORE_CF_RAFT, key, sizeof(key), st->final.data,
+			st->final.len);
+	put_triple(own, MARKER_KEY, index, term, size);
+	rc = delete_app_state(st, own);
+	if (rc)
+		goto done;
+	rc = install_write(st, own, true);
+	if (rc)
+		goto done;
+	buf_free(&st->final);
+	/* The records in batches of their own; the ready's synced write
+	 * (the WAL is ordered) makes them durable with the final part. */
+	rc = stream_pass(st, 0, NULL, size, index, term, own, true);
+	if (rc)
+		goto done;
+	rc = install_finish(st, b, index, term, size);
 done:
-	buf_free(&data_end);
-	buf_free(&meta_end);
+	store_batch_free(own);
 	staged_release(st);
+	if (rc == STATUS_OK) {
+		if (last_index)
+			*last_index = index;
+		if (last_term)
+			*last_term = term;
+	}
 	return rc;
+}
+
+/* ---- recovery at open ---- */
+
+/* Adds to `b` what the ready that installs would have written to the log
+ * and hard state: the log after the snapshot is kept only if it holds the
+ * snapshot's last entry (as the core does), and the term is at least the
+ * snapshot's. */
+static int recover_log(struct raft_storage *st, struct store_batch *b,
+		       uint64_t index, uint64_t term)
+{
+	uint8_t key[ENTRY_KEY_LEN];
+	ProtobufCMessage *m = NULL, *hs = NULL;
+	bool keep = false;
+	int rc;
+
+	entry_key(key, index);
+	rc = store_get(st->store, STORE_CF_RAFT, key, sizeof(key),
+		       &st->scratch);
+	if (rc == STATUS_OK) {
+		if (codec_unpack(&skv__entry__descriptor, st->scratch.data,
+				 st->scratch.len, &m))
+			return fail(st, STATUS_CORRUPTION,
+				    "raft storage: log entry %llu does not "
+				    "decode",
+				    (unsigned long long)index);
+		keep = ((Skv__Entry *)m)->term == term;
+		codec_free(m);
+	} else if (rc != STATUS_NOT_FOUND) {
+		return fail_store(st, rc, "log entry");
+	}
+	if (!keep)
+		delete_entries(b, 0, UINT64_MAX);
+
+	rc = load_record(st, STORE_CF_RAFT, KEY_HARD_STATE,
+			 &skv__hard_state__descriptor, &hs);
+	if (rc)
+		return rc;
+	Skv__HardState h = SKV__HARD_STATE__INIT;
+	if (hs) {
+		h.term = ((Skv__HardState *)hs)->term;
+		h.vote = ((Skv__HardState *)hs)->vote;
+		h.commit = ((Skv__HardState *)hs)->commit;
+		codec_free(hs);
+	}
+	if (h.term >= term && h.commit >= index)
+		return STATUS_OK;
+	if (h.term < term) {
+		/* A newer term with no vote cast in it is always safe. */
+		h.term = term;
+		h.vote = 0;
+	}
+	if (h.commit < index)
+		h.commit = index;
+	if (codec_pack(&h.base, &st->scratch))
+		return fail(st, STATUS_NO_MEMORY, "raft storage: out of memory");
+	store_batch_put(b, STORE_CF_RAFT, KEY_HARD_STATE,
+			strlen(KEY_HARD_STATE), st->scratch.data,
+			st->scratch.len);
+	return STATUS_OK;
+}
+
+static int recover(struct raft_storage *st)
+{
+	uint64_t index, term, size, hi, ht, hsz;
+	struct store_batch *b = store_batch_new(st->store);
+	int rc;
+
+	if (!b)
+		return fail_store(st, STATUS_NO_MEMORY, "recovery batch");
+	rc = get_triple(st, MARKER_KEY, &index, &term, &size);
+	if (rc == STATUS_NOT_FOUND) {
+		/* No install under way: a partly staged snapshot is of no
+		 * use (the core accepts a transfer only from offset 0 after
+		 * a restart), drop it. */
+		struct buf k;
+		buf_init(&k);
+		rc = store_last_key(st->store, STORE_CF_RAFT, "ss", 2, &k);
+		buf_free(&k);
+		if (rc == STATUS_NOT_FOUND) {
+			rc = STATUS_OK;
+			goto done;
+		}
+		if (rc) {
+			rc = fail_store(st, rc, "staging");
+			goto done;
+		}
+		staging_delete(b);
+		rc = install_write(st, b, false);
+		goto done;
+	}
+	if (rc)
+		goto done;
+	rc = get_triple(st, STAGE_HEADER_KEY, &hi, &ht, &hsz);
+	if (rc == STATUS_OK && (hi != index || ht != term || hsz != size))
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: install marker %llu/%llu does not "
+			  "match the staged snapshot %llu/%llu",
+			  (unsigned long long)index, (unsigned long long)term,
+			  (unsigned long long)hi, (unsigned long long)ht);
+	else if (rc == STATUS_NOT_FOUND)
+		rc = fail(st, STATUS_CORRUPTION,
+			  "raft storage: install marker without a staged "
+			  "snapshot");
+	if (rc)
+		goto done;
+	/* Putting the records again is idempotent (the marker's write
+	 * deleted everything else). A stream that fails its checks now
+	 * stops here, before the final write: the marker stays. */
+	rc = stream_pass(st, 0, NULL, size, index, term, b, true);
+	if (rc)
+		goto done;
+	rc = recover_log(st, b, index, term);
+	if (rc)
+		goto done;
+	rc = install_finish(st, b, index, term, size);
+	if (rc)
+		goto done;
+	rc = install_write(st, b, true);
+done:
+	store_batch_free(b);
+	return rc;
+}
+
+int raft_storage_recover(struct store *store, char *errmsg, size_t cap)
+{
+	struct raft_storage *st = mem_calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(errmsg, cap, "raft storage: out of memory");
+		return STATUS_NO_MEMORY;
+	}
+	st->store = store;
+	buf_init(&st->scratch);
+	buf_init(&st->final);
+	int rc = recover(st);
+	if (rc)
+		snprintf(errmsg, cap, "%s", st->errmsg);
+	raft_storage_free(st);
+	return rc;
+}
+
+void raft_storage_test_fail_install_after(long writes)
+{
+	test_writes_left = writes;
 }

@@ -198,7 +198,8 @@ static void node_start(struct bnode *bn)
 {
 	char err[256], addr[32];
 	struct store_opts so = {.path = bn->path, .create_if_missing = true};
-	if (store_open(&so, &bn->store, err, sizeof(err)))
+	if (store_open(&so, &bn->store, err, sizeof(err)) ||
+	    raft_storage_recover(bn->store, err, sizeof(err)))
 		die(bn->path, err);
 	bn->loop = loop_new();
 	bn->srv = rpc_server_new(NULL);

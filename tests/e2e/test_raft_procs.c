@@ -239,7 +239,8 @@ static _Noreturn void child_main(uint32_t id, const char *dir, int cmd_fd,
 	struct store_opts so = {.path = dir,
 				.create_if_missing = true,
 				.block_cache_bytes = 1 << 20};
-	if (store_open(&so, &c.store, err, sizeof(err)) != STATUS_OK)
+	if (store_open(&so, &c.store, err, sizeof(err)) != STATUS_OK ||
+	    raft_storage_recover(c.store, err, sizeof(err)) != STATUS_OK)
 		log_fatal("child", "store %s: %s", dir, err);
 	c.fsm.store = c.store;
 	fsm_load(&c.fsm);

@@ -10,6 +10,7 @@
 
 #include "common/codec.h"
 #include "common/mem.h"
+#include "common/raft/storage.h"
 #include "common/status.h"
 
 /* Drain passes (each until no ready is left) in one event at most: the
@@ -110,6 +111,13 @@ void replica_host_boot(struct replica_host *h)
 				 .block_cache_bytes = 1 << 20 };
 	if (store_open(&so, &h->store, err, sizeof(err))) {
 		host_fail(h, "store: %s", err);
+		return;
+	}
+	/* Before the service loads from the store. */
+	if (raft_storage_recover(h->store, err, sizeof(err))) {
+		host_fail(h, "recovery: %s", err);
+		store_close(h->store);
+		h->store = NULL;
 		return;
 	}
 	const struct raft_fsm_ops *fsm;

@@ -180,6 +180,8 @@ static void node_start(struct tnode *t)
 				.block_cache_bytes = 1 << 20};
 	cr_assert_eq(store_open(&so, &t->store, err, sizeof(err)), STATUS_OK,
 		     "%s", err);
+	cr_assert_eq(raft_storage_recover(t->store, err, sizeof(err)),
+		     STATUS_OK, "%s", err);
 	memset(&t->fsm, 0, sizeof(t->fsm));
 	t->fsm.store = t->store;
 	fsm_load(&t->fsm);
