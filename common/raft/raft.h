@@ -27,7 +27,11 @@
  *     }
  *
  * The one rule a driver must not break: nothing in rd.msgs leaves before
- * everything rd asks to persist is durable. Between raft_ready and
+ * everything rd asks to persist is durable. One exception is allowed: a
+ * leader's AppendEntries requests may leave before its own entries are
+ * durable (as long as the term and vote are), since the core counts the
+ * leader in a commit quorum only up to the entries the driver reported
+ * durable through raft_advance. Between raft_ready and
  * raft_advance no other raft_* call may be made. After raft_advance, call
  * raft_ready again until it returns false: a leader's own entries being
  * durable may commit them (always so in a group of one).

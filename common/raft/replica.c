@@ -372,6 +372,24 @@ int raft_replica_process(struct raft_replica *rep, uint64_t now_ms,
 		    rd.compact_index > 0 || rd.log_discard_all ||
 		    (rd.hard_state_changed && (rd.term != rep->synced_term ||
 					       rd.vote != rep->synced_vote));
+	/*
+	 * A leader's AppendEntries leave before its own write (Raft thesis
+	 * 10.2.1): the leader's fsync then overlaps the followers' instead
+	 * of preceding it. The core counts the leader in a commit quorum
+	 * only up to what is durable here (raft_advance), so nothing commits
+	 * on the strength of an unsynced leader log. Only when the term and
+	 * vote they carry are already durable; every other message waits.
+	 */
+	bool early = !installed && !rd.has_snapshot_chunk &&
+		     (!rd.hard_state_changed || (rd.term == rep->synced_term &&
+						 rd.vote == rep->synced_vote));
+	if (early)
+		for (size_t i = 0; i < rd.n_msgs; i++) {
+			if (rd.msgs[i].type != RAFT_MSG_APPEND_REQ)
+				continue;
+			send(arg, &rd.msgs[i]);
+			rep->stats.msgs_sent++;
+		}
 	if (store_batch_count(rep->batch) > 0) {
 		rc = store_write(rep->store, rep->batch, sync);
 		if (rc)
@@ -387,6 +405,8 @@ int raft_replica_process(struct raft_replica *rep, uint64_t now_ms,
 
 	for (size_t i = 0; i < rd.n_msgs; i++) {
 		struct raft_msg *m = &rd.msgs[i];
+		if (early && m->type == RAFT_MSG_APPEND_REQ)
+			continue; /* sent above */
 		if (m->type == RAFT_MSG_SNAPSHOT_REQ) {
 			xfer_touch(rep, m->to, now_ms);
 			if (!fill_snapshot_chunk(rep, m))

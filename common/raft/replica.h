@@ -25,7 +25,11 @@
  *      (synced) and the records (unsynced, ~4 MiB per write), then this
  *      write (synced) finishes it: two fsyncs for that ready;
  *   3. every message sent (InstallSnapshot chunks filled from the
- *      snapshot of the store's data+meta);
+ *      snapshot of the store's data+meta). A leader's AppendEntries go
+ *      out before step 2 when the term and vote they carry are already
+ *      durable (Raft thesis 10.2.1): the leader's fsync overlaps its
+ *      followers', and the core counts the leader in a commit quorum only
+ *      for entries this process made durable;
  *   4. fsm restore (if a snapshot was installed), fsm durable, finished
  *      reads answered (read_done);
  *   5. raft_advance, then automatic log compaction if configured.
@@ -42,7 +46,8 @@
  * rolled forward there), then raft_replica_open.
  *
  * Invariant: nothing leaves (send) before the write holding everything the
- * ready asked to persist is durable. Between raft_ready and raft_advance no
+ * ready asked to persist is durable, except a leader's AppendEntries
+ * (above): votes, replies and snapshots always wait for the write. Between raft_ready and raft_advance no
  * raft_* call is made: the send callback and the fsm callbacks must not
  * call into the core (or the replica). After a failed process the replica
  * must be freed, never processed again.
