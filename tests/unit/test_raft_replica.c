@@ -137,8 +137,98 @@ static void node_crash(struct rnode *n)
 	n->up = false;
 }
 
+/* Persist-before-send, checked at every send against the sender's store
+ * when on: what a vote or an acknowledgement promises is durable; a
+ * leader's AppendEntries may carry entries not yet durable on the leader
+ * (counted). */
+static bool check_sends;
+static size_t early_appends, checked_sends;
+
+static bool stored_entry(struct store *st, uint64_t index)
+{
+	uint8_t key[9] = { 'e' };
+	struct buf v;
+	buf_init(&v);
+	put_u64be(key + 1, index);
+	int rc = store_get(st, STORE_CF_RAFT, key, sizeof(key), &v);
+	buf_free(&v);
+	return rc == STATUS_OK;
+}
+
+static Skv__HardState *stored_hard_state(struct store *st)
+{
+	struct buf v;
+	ProtobufCMessage *m = NULL;
+	buf_init(&v);
+	cr_assert_eq(store_get(st, STORE_CF_RAFT, "hs", 2, &v), STATUS_OK);
+	cr_assert_eq(codec_unpack(&skv__hard_state__descriptor, v.data, v.len,
+				  &m),
+		     STATUS_OK);
+	buf_free(&v);
+	return (Skv__HardState *)m;
+}
+
+static void check_send(const struct raft_msg *m)
+{
+	struct store *st = nodes[m->from - 1].store;
+	ProtobufCMessage *pm;
+	cr_assert_eq(codec_unpack(raft_msg_descriptor(m->type), m->bytes.data,
+				  m->bytes.len, &pm),
+		     STATUS_OK);
+	Skv__HardState *hs = NULL;
+	switch (m->type) {
+	case RAFT_MSG_APPEND_REPLY: {
+		const Skv__AppendEntriesReply *r = (void *)pm;
+		if (r->success && r->match_index > 0)
+			cr_assert(stored_entry(st, r->match_index),
+				  "node %u acknowledged entry %llu before "
+				  "storing it",
+				  m->from, (unsigned long long)r->match_index);
+		break;
+	}
+	case RAFT_MSG_VOTE_REPLY: {
+		const Skv__RequestVoteReply *r = (void *)pm;
+		if (r->granted && !r->pre_vote) {
+			hs = stored_hard_state(st);
+			cr_assert(hs->term >= r->term && hs->vote == m->to,
+				  "node %u granted a vote it had not stored",
+				  m->from);
+		}
+		break;
+	}
+	case RAFT_MSG_VOTE_REQ: {
+		const Skv__RequestVoteRequest *r = (void *)pm;
+		if (!r->pre_vote) {
+			hs = stored_hard_state(st);
+			cr_assert(hs->term >= r->term && hs->vote == m->from,
+				  "node %u campaigned before storing its vote",
+				  m->from);
+		}
+		break;
+	}
+	case RAFT_MSG_APPEND_REQ: {
+		const Skv__AppendEntriesRequest *r = (void *)pm;
+		hs = stored_hard_state(st);
+		cr_assert_geq(hs->term, r->term,
+			      "leader %u sent in a term it had not stored",
+			      m->from);
+		if (r->n_entries > 0 &&
+		    !stored_entry(st, r->entries[r->n_entries - 1]->index))
+			early_appends++;
+		break;
+	}
+	default:
+		break;
+	}
+	checked_sends++;
+	codec_free(&hs->base);
+	codec_free(pm);
+}
+
 static void q_send(void *arg, struct raft_msg *m)
 {
+	if (check_sends && m->type != RAFT_MSG_SNAPSHOT_REQ)
+		check_send(m);
 	if (nq == capq) {
 		capq = capq ? 2 * capq : 256;
 		queue = realloc(queue, capq * sizeof(*queue));
@@ -323,6 +413,35 @@ static void expect_same_state(void)
 	}
 	buf_free(&a);
 	buf_free(&b);
+}
+
+/* Votes and acknowledgements leave only once durable; a leader's
+ * AppendEntries leave before its own fsync, and the group still commits
+ * only what a quorum (the leader's durable log included) stored. */
+Test(raft_replica, only_leader_appends_leave_before_the_write)
+{
+	open_all();
+	check_sends = true;
+	early_appends = checked_sends = 0;
+	struct rnode *l = leader();
+	for (int round = 0; round < 20; round++) {
+		propose(l, 3, 100);
+		steps(2);
+	}
+	settle();
+	/* A new leader, elected with durable votes, does the same. */
+	struct rnode *old = l;
+	node_crash(old);
+	l = leader();
+	propose(l, 5, 100);
+	settle();
+	node_open(old);
+	settle();
+	check_sends = false;
+	cr_assert_gt(checked_sends, 100);
+	cr_assert_gt(early_appends, 0,
+		     "no AppendEntries left before the leader's write");
+	expect_same_state();
 }
 
 Test(raft_replica, replicates_and_restarts_without_replay)
