@@ -12,6 +12,7 @@
 #include "common/codec.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/raft/waits.h"
 #include "common/shard.h"
 #include "common/status.h"
 
@@ -77,14 +78,12 @@ const char *skv_method_name(enum skv_method m)
 
 /* A client write or a DeleteShard proposed at `index` in `term`. */
 struct pending {
-	uint64_t token;
-	uint64_t index, term;
+	struct raft_wait w;	 /* token, index, term, decided */
 	enum skv_method method;
-	uint64_t client_id, seq;       /* writes */
-	uint64_t config_num;	       /* DeleteShard */
-	uint32_t shard;		       /* DeleteShard */
-	bool decided;
-	int status;
+	uint64_t client_id, seq; /* writes */
+	uint64_t config_num;	 /* DeleteShard */
+	uint32_t shard;		 /* DeleteShard */
+	int status;		 /* when decided */
 };
 
 /* A Get waiting for its read index. */
@@ -128,8 +127,7 @@ struct skv_service {
 	struct skv_migrate *mig;
 	struct raft *r;
 
-	struct pending *pend;
-	size_t n_pend, cap_pend;
+	struct raft_waits waits; /* of struct pending */
 	struct read_wait *reads;
 	size_t n_reads, cap_reads;
 	uint64_t next_read_id;
@@ -537,6 +535,7 @@ int skv_service_new(const struct skv_service_opts *o,
 	s->call = o->call;
 	s->call_arg = o->call_arg;
 	s->next_read_id = 1;
+	raft_waits_init(&s->waits, sizeof(struct pending));
 	buf_init(&s->scratch);
 	buf_init(&s->val);
 	buf_init(&s->dkey);
@@ -576,7 +575,7 @@ void skv_service_free(struct skv_service *s)
 	skv_migrate_free(s->mig);
 	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
 		mem_free(s->addrs[i]);
-	mem_free(s->pend);
+	raft_waits_free(&s->waits);
 	for (size_t i = 0; i < s->n_reads; i++)
 		mem_free(s->reads[i].key);
 	mem_free(s->reads);
@@ -596,7 +595,7 @@ const struct skv *skv_service_state(const struct skv_service *s)
 
 size_t skv_service_pending(const struct skv_service *s)
 {
-	return s->n_pend + s->n_reads;
+	return raft_waits_count(&s->waits) + s->n_reads;
 }
 
 void skv_service_stats(const struct skv_service *s,
@@ -606,24 +605,31 @@ void skv_service_stats(const struct skv_service *s,
 	out->calls_started = skv_migrate_calls(s->mig);
 }
 
+struct fail_ctx {
+	struct skv_service *s;
+	int status;
+};
+
+static void fail_one(void *arg, void *item)
+{
+	const struct fail_ctx *f = arg;
+	const struct pending *p = item;
+	reply_status(f->s, p->w.token, p->method, f->status, NULL);
+}
+
 void skv_service_fail_all(struct skv_service *s, int status)
 {
 	/* Take the lists first: a reply callback may come back in. */
-	struct pending *pend = s->pend;
-	size_t n_pend = s->n_pend;
 	struct read_wait *reads = s->reads;
 	size_t n_reads = s->n_reads;
-	s->pend = NULL;
-	s->n_pend = s->cap_pend = 0;
 	s->reads = NULL;
 	s->n_reads = s->cap_reads = 0;
-	for (size_t i = 0; i < n_pend; i++)
-		reply_status(s, pend[i].token, pend[i].method, status, NULL);
+	struct fail_ctx f = { s, status };
+	raft_waits_take_all(&s->waits, fail_one, &f);
 	for (size_t i = 0; i < n_reads; i++) {
 		reply_status(s, reads[i].token, SKV_METHOD_GET, status, NULL);
 		mem_free(reads[i].key);
 	}
-	mem_free(pend);
 	mem_free(reads);
 }
 
@@ -688,16 +694,8 @@ void skv_service_after_process(struct skv_service *s, uint64_t now_ms)
 	uint64_t term = raft_term(s->r);
 	/* Proposals of a term this node no longer leads may never apply
 	 * here: the clerk retries them (exactly-once by client id + seq). */
-	size_t kept = 0;
-	for (size_t i = 0; i < s->n_pend; i++) {
-		struct pending p = s->pend[i];
-		if (!p.decided && (!leader || p.term != term))
-			reply_status(s, p.token, p.method, STATUS_NOT_LEADER,
-				     NULL);
-		else
-			s->pend[kept++] = p;
-	}
-	s->n_pend = kept;
+	struct fail_ctx f = { s, STATUS_NOT_LEADER };
+	raft_waits_fail_stale(&s->waits, leader, term, fail_one, &f);
 	drive(s, now_ms);
 }
 
@@ -746,21 +744,23 @@ static void request_get(struct skv_service *s, uint64_t token,
 static void propose_pending(struct skv_service *s, uint64_t token,
 			    const Skv__KvCommand *cmd, struct pending p)
 {
-	if (!mem_grow((void **)&s->pend, &s->cap_pend, s->n_pend + 1,
-		  sizeof(*s->pend)) ||
-	    codec_pack(&cmd->base, &s->scratch)) {
+	if (codec_pack(&cmd->base, &s->scratch)) {
 		reply_status(s, token, p.method, STATUS_NO_MEMORY,
 			     "out of memory");
 		return;
 	}
-	int rc = raft_propose(s->r, s->scratch.data, s->scratch.len, &p.index,
-			      &p.term);
+	int rc = raft_propose(s->r, s->scratch.data, s->scratch.len,
+			      &p.w.index, &p.w.term);
 	if (rc) {
 		reply_status(s, token, p.method, rc, NULL);
 		return;
 	}
-	p.token = token;
-	s->pend[s->n_pend++] = p;
+	p.w.token = token;
+	/* Without a wait the entry still applies once; the clerk retries
+	 * the same seq and gets its first answer from the dedup table. */
+	if (raft_waits_add(&s->waits, &p))
+		reply_status(s, token, p.method, STATUS_NO_MEMORY,
+			     "out of memory");
 }
 
 static void request_write(struct skv_service *s, uint64_t token,
@@ -975,31 +975,42 @@ void skv_service_request(struct skv_service *s, uint64_t now_ms,
 /* Decides what waits for `index` (and anything before it that was passed
  * over) now that the entry at `index` applied: `same` says whether it is
  * the proposal waiting there. */
-static void decide(struct skv_service *s, uint64_t index,
-		   bool (*same)(const struct pending *p, const void *arg),
-		   const void *arg, int status)
+struct decision {
+	bool (*same)(const struct pending *p, const void *cmd);
+	const void *cmd;
+	int status;
+};
+
+static bool is_own(void *arg, const void *item)
 {
-	for (size_t i = 0; i < s->n_pend; i++) {
-		struct pending *p = &s->pend[i];
-		if (p->decided || p->index > index)
-			continue;
-		p->decided = true;
-		p->status = p->index == index && same && same(p, arg) ?
-				    status :
-				    STATUS_NOT_LEADER;
-	}
+	const struct decision *d = arg;
+	return d->same && d->same(item, d->cmd);
 }
 
-static bool same_op(const struct pending *p, const void *arg)
+static void set_status(void *arg, void *item, bool own)
 {
-	const Skv__KvRequest *r = arg;
+	const struct decision *d = arg;
+	((struct pending *)item)->status = own ? d->status : STATUS_NOT_LEADER;
+}
+
+static void decide(struct skv_service *s, uint64_t index,
+		   bool (*same)(const struct pending *p, const void *cmd),
+		   const void *cmd, int status)
+{
+	struct decision d = { same, cmd, status };
+	raft_waits_decide(&s->waits, index, is_own, set_status, &d);
+}
+
+static bool same_op(const struct pending *p, const void *cmd)
+{
+	const Skv__KvRequest *r = cmd;
 	return p->method != SKV_METHOD_DELETE_SHARD &&
 	       p->client_id == r->client_id && p->seq == r->seq;
 }
 
-static bool same_delete(const struct pending *p, const void *arg)
+static bool same_delete(const struct pending *p, const void *cmd)
 {
-	const Skv__ShardRef *r = arg;
+	const Skv__ShardRef *r = cmd;
 	return p->method == SKV_METHOD_DELETE_SHARD &&
 	       p->config_num == r->config_num && p->shard == r->shard;
 }
@@ -1242,20 +1253,18 @@ static void fsm_restore(void *ctx, uint64_t index)
 		 s->gid, index, skv_config_num(s->kv));
 }
 
+static void answer_one(void *arg, void *item)
+{
+	const struct pending *p = item;
+	reply_status(arg, p->w.token, p->method, p->status,
+		     op_error(p->status));
+}
+
 static void fsm_durable(void *ctx, uint64_t applied_index)
 {
 	struct skv_service *s = ctx;
 	overlay_clear(&s->ov);
-	size_t kept = 0;
-	for (size_t i = 0; i < s->n_pend; i++) {
-		struct pending p = s->pend[i];
-		if (p.decided && p.index <= applied_index)
-			reply_status(s, p.token, p.method, p.status,
-				     op_error(p.status));
-		else
-			s->pend[kept++] = p;
-	}
-	s->n_pend = kept;
+	raft_waits_release(&s->waits, applied_index, answer_one, s);
 }
 
 static void serve_get(struct skv_service *s, const struct read_wait *w)

@@ -12,6 +12,7 @@
 #include "common/codec.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/raft/waits.h"
 #include "common/status.h"
 
 #define KEY_NSHARDS "sm/nshards"
@@ -20,11 +21,9 @@
 
 /* A Join/Leave/Move proposed at `index` in `term`. */
 struct pending {
-	uint64_t token;
-	uint64_t index, term;
+	struct raft_wait w; /* token, index, term, decided */
 	enum sm_method method;
 	uint64_t client_id, seq;
-	bool decided;		   /* its entry applied (or never will) */
 	struct sm_outcome outcome; /* when decided */
 };
 
@@ -48,8 +47,7 @@ struct sm_service {
 	struct raft *r;
 	uint64_t init_term; /* term Init was last proposed in; 0 = never */
 
-	struct pending *pend;
-	size_t n_pend, cap_pend;
+	struct raft_waits waits; /* of struct pending */
 	struct read_wait *reads;
 	size_t n_reads, cap_reads;
 	uint64_t next_read_id;
@@ -261,6 +259,7 @@ int sm_service_new(const struct sm_service_opts *o, struct sm_service **out,
 		snprintf(errmsg, cap, "sm_service: out of memory");
 		return STATUS_NO_MEMORY;
 	}
+	raft_waits_init(&s->waits, sizeof(struct pending));
 	s->store = o->store;
 	s->self_id = o->self_id;
 	s->n_nodes = o->n_nodes;
@@ -292,7 +291,7 @@ void sm_service_free(struct sm_service *s)
 	sm_free(s->sm);
 	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
 		mem_free(s->addrs[i]);
-	mem_free(s->pend);
+	raft_waits_free(&s->waits);
 	mem_free(s->reads);
 	buf_free(&s->scratch);
 	mem_free(s);
@@ -305,25 +304,32 @@ const struct sm *sm_service_sm(const struct sm_service *s)
 
 size_t sm_service_pending(const struct sm_service *s)
 {
-	return s->n_pend + s->n_reads;
+	return raft_waits_count(&s->waits) + s->n_reads;
+}
+
+struct fail_ctx {
+	struct sm_service *s;
+	int status;
+};
+
+static void fail_one(void *arg, void *item)
+{
+	const struct fail_ctx *f = arg;
+	send_reply(f->s, ((const struct pending *)item)->w.token, f->status,
+		   status_str(f->status), NULL);
 }
 
 void sm_service_fail_all(struct sm_service *s, int status)
 {
 	/* Take the lists first: a reply callback may come back in. */
-	struct pending *pend = s->pend;
-	size_t n_pend = s->n_pend;
 	struct read_wait *reads = s->reads;
 	size_t n_reads = s->n_reads;
-	s->pend = NULL;
-	s->n_pend = s->cap_pend = 0;
 	s->reads = NULL;
 	s->n_reads = s->cap_reads = 0;
-	for (size_t i = 0; i < n_pend; i++)
-		send_reply(s, pend[i].token, status, status_str(status), NULL);
+	struct fail_ctx f = { s, status };
+	raft_waits_take_all(&s->waits, fail_one, &f);
 	for (size_t i = 0; i < n_reads; i++)
 		send_reply(s, reads[i].token, status, status_str(status), NULL);
-	mem_free(pend);
 	mem_free(reads);
 }
 
@@ -403,9 +409,7 @@ static void request_update(struct sm_service *s, uint64_t token,
 		send_reply(s, token, rc, err, NULL);
 		return;
 	}
-	if (!mem_grow((void **)&s->pend, &s->cap_pend, s->n_pend + 1,
-		  sizeof(*s->pend)) ||
-	    codec_pack(&cmd.base, &s->scratch)) {
+	if (codec_pack(&cmd.base, &s->scratch)) {
 		send_reply(s, token, STATUS_NO_MEMORY, "out of memory", NULL);
 		return;
 	}
@@ -416,10 +420,14 @@ static void request_update(struct sm_service *s, uint64_t token,
 		reply_refused(s, token, rc);
 		return;
 	}
-	s->pend[s->n_pend++] = (struct pending){
-		.token = token, .index = index, .term = term, .method = m,
-		.client_id = client_id, .seq = seq,
+	struct pending p = {
+		.w = { .token = token, .index = index, .term = term },
+		.method = m, .client_id = client_id, .seq = seq,
 	};
+	/* Without a wait the entry still applies once; the clerk retries
+	 * the same seq and gets its outcome from the dedup table. */
+	if (raft_waits_add(&s->waits, &p))
+		send_reply(s, token, STATUS_NO_MEMORY, "out of memory", NULL);
 }
 
 void sm_service_request(struct sm_service *s, uint64_t token,
@@ -446,6 +454,11 @@ void sm_service_request(struct sm_service *s, uint64_t token,
 		request_update(s, token, m, req);
 }
 
+static void not_leader_one(void *arg, void *item)
+{
+	reply_not_leader(arg, ((const struct pending *)item)->w.token);
+}
+
 void sm_service_after_process(struct sm_service *s)
 {
 	if (!s->r)
@@ -454,15 +467,7 @@ void sm_service_after_process(struct sm_service *s)
 	uint64_t term = raft_term(s->r);
 	/* Proposals of a term this node no longer leads may never apply
 	 * here: the clerk retries them (exactly-once by client id + seq). */
-	size_t kept = 0;
-	for (size_t i = 0; i < s->n_pend; i++) {
-		struct pending p = s->pend[i];
-		if (!p.decided && (!leader || p.term != term))
-			reply_not_leader(s, p.token);
-		else
-			s->pend[kept++] = p;
-	}
-	s->n_pend = kept;
+	raft_waits_fail_stale(&s->waits, leader, term, not_leader_one, s);
 	if (leader && sm_nshards(s->sm) == 0 && s->init_term != term) {
 		Skv__InitRequest init = SKV__INIT_REQUEST__INIT;
 		Skv__SmCommand cmd = SKV__SM_COMMAND__INIT;
@@ -482,6 +487,12 @@ void sm_service_after_process(struct sm_service *s)
 }
 
 /* ---- Raft state machine callbacks ---- */
+
+/* What decides the waits at one index. */
+struct decision {
+	const Skv__SmCommand *cmd; /* NULL: passed over */
+	const struct sm_outcome *o;
+};
 
 static bool same_request(const struct pending *p, const Skv__SmCommand *c)
 {
@@ -506,23 +517,31 @@ static bool same_request(const struct pending *p, const Skv__SmCommand *c)
 /* Decides what waits for `index` (and anything before it that was
  * skipped) now that the entry at `index` applied as `cmd` (NULL: passed
  * over by a snapshot). */
+static bool is_own(void *arg, const void *item)
+{
+	const struct decision *d = arg;
+	return d->cmd && same_request(item, d->cmd);
+}
+
+static void set_outcome(void *arg, void *item, bool own)
+{
+	const struct decision *d = arg;
+	struct pending *p = item;
+	if (own) {
+		p->outcome = *d->o;
+	} else {
+		memset(&p->outcome, 0, sizeof(p->outcome));
+		p->outcome.status = STATUS_NOT_LEADER;
+		snprintf(p->outcome.error, sizeof(p->outcome.error),
+			 "not the leader");
+	}
+}
+
 static void decide(struct sm_service *s, uint64_t index,
 		   const Skv__SmCommand *cmd, const struct sm_outcome *o)
 {
-	for (size_t i = 0; i < s->n_pend; i++) {
-		struct pending *p = &s->pend[i];
-		if (p->decided || p->index > index)
-			continue;
-		p->decided = true;
-		if (p->index == index && cmd && same_request(p, cmd)) {
-			p->outcome = *o;
-		} else {
-			memset(&p->outcome, 0, sizeof(p->outcome));
-			p->outcome.status = STATUS_NOT_LEADER;
-			snprintf(p->outcome.error, sizeof(p->outcome.error),
-				 "not the leader");
-		}
-	}
+	struct decision d = { cmd, o };
+	raft_waits_decide(&s->waits, index, is_own, set_outcome, &d);
 }
 
 static void fsm_apply(void *ctx, uint64_t index, const void *data, size_t len,
@@ -586,25 +605,21 @@ static void fsm_restore(void *ctx, uint64_t index)
 		 index, sm_latest_num(s->sm));
 }
 
+static void answer_one(void *arg, void *item)
+{
+	struct sm_service *s = arg;
+	const struct pending *p = item;
+	const struct sm_config *c =
+		p->outcome.status == STATUS_NOT_LEADER ?
+			NULL :
+			sm_config(s->sm, (int64_t)p->outcome.config_num);
+	send_reply(s, p->w.token, p->outcome.status, p->outcome.error, c);
+}
+
 static void fsm_durable(void *ctx, uint64_t applied_index)
 {
 	struct sm_service *s = ctx;
-	size_t kept = 0;
-	for (size_t i = 0; i < s->n_pend; i++) {
-		struct pending p = s->pend[i];
-		if (p.decided && p.index <= applied_index) {
-			const struct sm_config *c =
-				p.outcome.status == STATUS_NOT_LEADER ?
-					NULL :
-					sm_config(s->sm,
-						  (int64_t)p.outcome.config_num);
-			send_reply(s, p.token, p.outcome.status,
-				   p.outcome.error, c);
-		} else {
-			s->pend[kept++] = p;
-		}
-	}
-	s->n_pend = kept;
+	raft_waits_release(&s->waits, applied_index, answer_one, s);
 }
 
 static void fsm_read_done(void *ctx, uint64_t id, int status)

@@ -13,6 +13,7 @@ pure=(
   common/flags.c common/codec.c common/raft/raft.c
   shardmaster/sm.c shardmaster/rebalance.c clerk/retry.c clerk/sm_core.c
   clerk/kv_core.c shardkv/kv.c shardkv/migrate.c tests/lin/lin.c
+  common/raft/waits.c
   common/addrs.c clerk/cli.c clerk/servers.c
 )
 

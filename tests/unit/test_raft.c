@@ -10,7 +10,9 @@
 
 #include "common/buf.h"
 #include "common/codec.h"
+#include "common/mem.h"
 #include "common/raft/raft.h"
+#include "common/raft/waits.h"
 #include "common/status.h"
 
 static struct raft_config cfg3(uint32_t id)
@@ -428,4 +430,97 @@ Test(raft, survives_arbitrary_messages)
 			      "seed %llu step %d", (unsigned long long)seed, i);
 	}
 	raft_free(r);
+}
+
+/* ---- waits (common/raft/waits.h) ---- */
+
+struct twait {
+	struct raft_wait w;
+	uint64_t seq;
+	int status;
+};
+
+static uint64_t seen[16];
+static size_t n_seen;
+
+static void note_token(void *arg, void *item)
+{
+	(void)arg;
+	seen[n_seen++] = ((struct raft_wait *)item)->token;
+}
+
+static bool seq_matches(void *arg, const void *item)
+{
+	return ((const struct twait *)item)->seq == *(const uint64_t *)arg;
+}
+
+static void record(void *arg, void *item, bool own)
+{
+	(void)arg;
+	((struct twait *)item)->status = own ? STATUS_OK : STATUS_NOT_LEADER;
+}
+
+static void add_wait(struct raft_waits *ws, uint64_t token, uint64_t index,
+		     uint64_t term, uint64_t seq)
+{
+	struct twait t = { .w = { .token = token, .index = index,
+				  .term = term },
+			   .seq = seq };
+	cr_assert_eq(raft_waits_add(ws, &t), STATUS_OK);
+}
+
+Test(waits, decided_at_apply_answered_when_durable)
+{
+	struct raft_waits ws;
+	raft_waits_init(&ws, sizeof(struct twait));
+	add_wait(&ws, 1, 5, 2, 10);
+	add_wait(&ws, 2, 6, 2, 11);
+	add_wait(&ws, 3, 7, 2, 12);
+	/* Entry 6 applies as seq 11's command: 5 was passed over (another
+	 * command there), 6 is its own, 7 still waits. */
+	uint64_t seq = 11;
+	raft_waits_decide(&ws, 6, seq_matches, record, &seq);
+	struct twait *t = (struct twait *)ws.items;
+	cr_assert(t[0].w.decided && t[1].w.decided && !t[2].w.decided);
+	cr_assert_eq(t[0].status, STATUS_NOT_LEADER);
+	cr_assert_eq(t[1].status, STATUS_OK);
+	/* Durable up to 5 only: one answer. */
+	n_seen = 0;
+	raft_waits_release(&ws, 5, note_token, NULL);
+	cr_assert_eq(n_seen, 1);
+	cr_assert_eq(seen[0], 1);
+	raft_waits_release(&ws, 7, note_token, NULL);
+	cr_assert_eq(n_seen, 2, "7 is not decided yet");
+	cr_assert_eq(seen[1], 2);
+	cr_assert_eq(raft_waits_count(&ws), 1);
+	/* The term moves on: the undecided one is answered at once. */
+	raft_waits_fail_stale(&ws, true, 2, note_token, NULL);
+	cr_assert_eq(raft_waits_count(&ws), 1);
+	raft_waits_fail_stale(&ws, true, 3, note_token, NULL);
+	cr_assert_eq(raft_waits_count(&ws), 0);
+	cr_assert_eq(seen[2], 3);
+	raft_waits_free(&ws);
+}
+
+Test(waits, a_follower_fails_every_undecided_wait_and_shutdown_takes_all)
+{
+	struct raft_waits ws;
+	raft_waits_init(&ws, sizeof(struct twait));
+	for (uint64_t i = 1; i <= 5; i++)
+		add_wait(&ws, i, i, 1, i);
+	raft_waits_decide(&ws, 2, NULL, record, NULL);
+	n_seen = 0;
+	raft_waits_fail_stale(&ws, false, 1, note_token, NULL);
+	cr_assert_eq(n_seen, 3);
+	cr_assert_eq(raft_waits_count(&ws), 2, "decided ones stay");
+	raft_waits_take_all(&ws, note_token, NULL);
+	cr_assert_eq(n_seen, 5);
+	cr_assert_eq(raft_waits_count(&ws), 0);
+	/* Out of memory: nothing added. */
+	mem_fail_after(1);
+	struct twait t = { .w = { .token = 9 } };
+	cr_assert_eq(raft_waits_add(&ws, &t), STATUS_NO_MEMORY);
+	mem_fail_reset();
+	cr_assert_eq(raft_waits_count(&ws), 0);
+	raft_waits_free(&ws);
 }
