@@ -221,7 +221,8 @@ static void check_send(const struct raft_msg *m)
 		break;
 	}
 	checked_sends++;
-	codec_free(&hs->base);
+	if (hs)
+		codec_free(&hs->base);
 	codec_free(pm);
 }
 
