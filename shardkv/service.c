@@ -95,7 +95,9 @@ struct read_wait {
 };
 
 /* What the apply batch wrote but the store does not have yet, so that a
- * later entry of the same batch reads it (an Append after a Put). */
+ * later entry of the same batch reads it (an Append after a Put). A
+ * batch may hold a whole pulled page (tens of thousands of keys), so
+ * lookups go through a hash index, not a scan. */
 struct overlay_ent {
 	uint8_t *dkey; /* data CF key */
 	size_t dklen;
@@ -107,6 +109,8 @@ struct overlay_ent {
 struct overlay {
 	struct overlay_ent *ents;
 	size_t n, cap;
+	uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
+	size_t n_slots;	 /* 0 or a power of two, > 2 n */
 	uint32_t *cleared; /* shards deleted in this batch */
 	size_t n_cleared, cap_cleared;
 };
@@ -166,6 +170,10 @@ static void dedup_key(uint8_t out[DEDUP_KEY_LEN], uint32_t shard,
 
 /* ---- overlay ---- */
 
+/* Slots kept across batches up to this many; a bigger index (after a
+ * large page) is dropped at the end of its batch. */
+#define OVERLAY_SLOTS_KEPT 1024
+
 static void overlay_clear(struct overlay *o)
 {
 	for (size_t i = 0; i < o->n; i++) {
@@ -174,24 +182,65 @@ static void overlay_clear(struct overlay *o)
 	}
 	o->n = 0;
 	o->n_cleared = 0;
+	if (o->n_slots > OVERLAY_SLOTS_KEPT) {
+		mem_free(o->slots);
+		o->slots = NULL;
+		o->n_slots = 0;
+	} else if (o->n_slots) {
+		memset(o->slots, 0, o->n_slots * sizeof(*o->slots));
+	}
 }
 
 static void overlay_free(struct overlay *o)
 {
 	overlay_clear(o);
 	mem_free(o->ents);
+	mem_free(o->slots);
 	mem_free(o->cleared);
+}
+
+/* The slot of dkey: its entry's, or the empty one where it would go. */
+static uint32_t *overlay_slot(const struct overlay *o, const void *dkey,
+			      size_t dklen)
+{
+	size_t mask = o->n_slots - 1;
+	for (size_t i = shard_hash(dkey, dklen) & mask;; i = (i + 1) & mask) {
+		uint32_t v = o->slots[i];
+		if (v == 0)
+			return &o->slots[i];
+		const struct overlay_ent *e = &o->ents[v - 1];
+		if (e->dklen == dklen && memcmp(e->dkey, dkey, dklen) == 0)
+			return &o->slots[i];
+	}
+}
+
+/* Rebuilds the index for the entries there are, with room to grow. */
+static void overlay_reindex(struct overlay *o, size_t want)
+{
+	size_t n = 64;
+	while (n <= 2 * want)
+		n *= 2;
+	if (n != o->n_slots) {
+		mem_free(o->slots);
+		o->slots = mem_calloc(n, sizeof(*o->slots));
+		if (!o->slots)
+			log_fatal("kv", "out of memory applying a batch");
+		o->n_slots = n;
+	} else {
+		memset(o->slots, 0, n * sizeof(*o->slots));
+	}
+	for (size_t i = 0; i < o->n; i++)
+		*overlay_slot(o, o->ents[i].dkey, o->ents[i].dklen) =
+			(uint32_t)(i + 1);
 }
 
 static struct overlay_ent *overlay_find(struct overlay *o, const void *dkey,
 					size_t dklen)
 {
-	/* Newest first; batches are short (one loop turn of entries). */
-	for (size_t i = o->n; i-- > 0;)
-		if (o->ents[i].dklen == dklen &&
-		    memcmp(o->ents[i].dkey, dkey, dklen) == 0)
-			return &o->ents[i];
-	return NULL;
+	if (o->n == 0)
+		return NULL;
+	uint32_t v = *overlay_slot(o, dkey, dklen);
+	return v ? &o->ents[v - 1] : NULL;
 }
 
 static void overlay_set(struct overlay *o, const void *dkey, size_t dklen,
@@ -200,14 +249,18 @@ static void overlay_set(struct overlay *o, const void *dkey, size_t dklen,
 	struct overlay_ent *e = overlay_find(o, dkey, dklen);
 	if (!e) {
 		if (!mem_grow((void **)&o->ents, &o->cap, o->n + 1,
-			  sizeof(*o->ents)))
+			      sizeof(*o->ents)))
 			log_fatal("kv", "out of memory applying a batch");
-		e = &o->ents[o->n++];
+		if (2 * (o->n + 1) >= o->n_slots)
+			overlay_reindex(o, 2 * (o->n + 1));
+		e = &o->ents[o->n];
 		memset(e, 0, sizeof(*e));
 		if (!(e->dkey = mem_alloc(dklen ? dklen : 1)))
 			log_fatal("kv", "out of memory applying a batch");
 		memcpy(e->dkey, dkey, dklen);
 		e->dklen = dklen;
+		*overlay_slot(o, dkey, dklen) = (uint32_t)(o->n + 1);
+		o->n++;
 	}
 	mem_free(e->val);
 	e->val = NULL;
@@ -234,6 +287,8 @@ static void overlay_clear_shard(struct overlay *o, uint32_t shard)
 		}
 	}
 	o->n = j;
+	if (o->n_slots)
+		overlay_reindex(o, o->n);
 	if (!mem_grow((void **)&o->cleared, &o->cap_cleared, o->n_cleared + 1,
 		  sizeof(*o->cleared)))
 		log_fatal("kv", "out of memory applying a batch");

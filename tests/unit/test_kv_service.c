@@ -344,3 +344,35 @@ Test(kv_service, state_survives_a_restart_without_replay)
 		     SKV__STATUS__STATUS_OK);
 	expect_value("k", "v1+");
 }
+
+/* Writes proposed together apply in one batch: each reads what the ones
+ * before it wrote (the batch is not in the store yet). */
+Test(kv_service, writes_in_one_batch_see_each_other)
+{
+	static const char *const ops[][3] = {
+		{ "p", "k", "a" }, { "a", "k", "b" }, { "a", "k", "c" },
+		{ "d", "k", "" },  { "a", "k", "d" }, { "p", "j", "x" },
+		{ "a", "j", "y" },
+	};
+	size_t n = sizeof(ops) / sizeof(ops[0]);
+	size_t before = n_replies;
+	for (size_t i = 0; i < n; i++) {
+		Skv__KvRequest r = SKV__KV_REQUEST__INIT;
+		r.key.data = (uint8_t *)ops[i][1];
+		r.key.len = 1;
+		r.value.data = (uint8_t *)ops[i][2];
+		r.value.len = strlen(ops[i][2]);
+		r.client_id = 100 + i;
+		r.seq = 1;
+		enum skv_method m = ops[i][0][0] == 'p' ? SKV_METHOD_PUT :
+				    ops[i][0][0] == 'a' ? SKV_METHOD_APPEND :
+							  SKV_METHOD_DELETE;
+		skv_service_request(svc, now, 1000 + i, m, &r.base);
+	}
+	cr_assert_eq(n_replies, before, "nothing answered before it applies");
+	for (int i = 0; i < 100 && n_replies < before + n; i++)
+		run(10);
+	cr_assert_eq(n_replies, before + n);
+	expect_value("k", "d");
+	expect_value("j", "xy");
+}
