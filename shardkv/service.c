@@ -88,9 +88,9 @@ struct pending {
 
 /* A Get waiting for its read index. */
 struct read_wait {
-	uint64_t token;
+	struct raft_wait w; /* token */
 	uint64_t read_id;
-	uint8_t *key;
+	uint8_t *key; /* owned */
 	size_t klen;
 };
 
@@ -132,8 +132,7 @@ struct skv_service {
 	struct raft *r;
 
 	struct raft_waits waits; /* of struct pending */
-	struct read_wait *reads;
-	size_t n_reads, cap_reads;
+	struct raft_waits reads; /* of struct read_wait */
 	uint64_t next_read_id;
 
 	struct overlay ov;
@@ -591,6 +590,7 @@ int skv_service_new(const struct skv_service_opts *o,
 	s->call_arg = o->call_arg;
 	s->next_read_id = 1;
 	raft_waits_init(&s->waits, sizeof(struct pending));
+	raft_waits_init(&s->reads, sizeof(struct read_wait));
 	buf_init(&s->scratch);
 	buf_init(&s->val);
 	buf_init(&s->dkey);
@@ -622,6 +622,12 @@ err:
 	return rc;
 }
 
+static void free_read(void *arg, void *item)
+{
+	(void)arg;
+	mem_free(((struct read_wait *)item)->key);
+}
+
 void skv_service_free(struct skv_service *s)
 {
 	if (!s)
@@ -631,9 +637,7 @@ void skv_service_free(struct skv_service *s)
 	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
 		mem_free(s->addrs[i]);
 	raft_waits_free(&s->waits);
-	for (size_t i = 0; i < s->n_reads; i++)
-		mem_free(s->reads[i].key);
-	mem_free(s->reads);
+	raft_waits_take_all(&s->reads, free_read, NULL);
 	overlay_free(&s->ov);
 	skv_changes_free(&s->ch);
 	buf_free(&s->scratch);
@@ -650,7 +654,7 @@ const struct skv *skv_service_state(const struct skv_service *s)
 
 size_t skv_service_pending(const struct skv_service *s)
 {
-	return raft_waits_count(&s->waits) + s->n_reads;
+	return raft_waits_count(&s->waits) + raft_waits_count(&s->reads);
 }
 
 void skv_service_stats(const struct skv_service *s,
@@ -672,20 +676,19 @@ static void fail_one(void *arg, void *item)
 	reply_status(f->s, p->w.token, p->method, f->status, NULL);
 }
 
+static void fail_read(void *arg, void *item)
+{
+	const struct fail_ctx *f = arg;
+	struct read_wait *w = item;
+	reply_status(f->s, w->w.token, SKV_METHOD_GET, f->status, NULL);
+	mem_free(w->key);
+}
+
 void skv_service_fail_all(struct skv_service *s, int status)
 {
-	/* Take the lists first: a reply callback may come back in. */
-	struct read_wait *reads = s->reads;
-	size_t n_reads = s->n_reads;
-	s->reads = NULL;
-	s->n_reads = s->cap_reads = 0;
 	struct fail_ctx f = { s, status };
 	raft_waits_take_all(&s->waits, fail_one, &f);
-	for (size_t i = 0; i < n_reads; i++) {
-		reply_status(s, reads[i].token, SKV_METHOD_GET, status, NULL);
-		mem_free(reads[i].key);
-	}
-	mem_free(reads);
+	raft_waits_take_all(&s->reads, fail_read, &f);
 }
 
 void skv_service_attach(struct skv_service *s, struct raft *r)
@@ -769,31 +772,31 @@ static int check_key(const ProtobufCBinaryData *key, const char **why)
 	return STATUS_OK;
 }
 
+static bool is_read(void *arg, const void *item)
+{
+	return ((const struct read_wait *)item)->read_id ==
+	       *(const uint64_t *)arg;
+}
+
 static void request_get(struct skv_service *s, uint64_t token,
 			const Skv__KvRequest *req)
 {
-	if (!mem_grow((void **)&s->reads, &s->cap_reads, s->n_reads + 1,
-		  sizeof(*s->reads))) {
-		reply_kv(s, token, STATUS_NO_MEMORY, "out of memory", NULL, 0);
-		return;
-	}
-	uint8_t *key = mem_alloc(req->key.len);
-	if (!key) {
-		reply_kv(s, token, STATUS_NO_MEMORY, "out of memory", NULL, 0);
-		return;
-	}
-	memcpy(key, req->key.data, req->key.len);
-	uint64_t id = s->next_read_id++;
-	int rc = raft_read_index(s->r, id);
-	if (rc) {
-		mem_free(key);
-		reply_kv(s, token, rc, NULL, NULL, 0);
-		return;
-	}
-	s->reads[s->n_reads++] = (struct read_wait){
-		.token = token, .read_id = id, .key = key,
-		.klen = req->key.len,
+	struct read_wait w = {
+		.w = { .token = token }, .read_id = s->next_read_id++,
+		.key = mem_alloc(req->key.len), .klen = req->key.len,
 	};
+	if (!w.key || raft_waits_add(&s->reads, &w)) {
+		mem_free(w.key);
+		reply_kv(s, token, STATUS_NO_MEMORY, "out of memory", NULL, 0);
+		return;
+	}
+	memcpy(w.key, req->key.data, req->key.len);
+	int rc = raft_read_index(s->r, w.read_id);
+	if (rc) {
+		raft_waits_take_if(&s->reads, is_read, &w.read_id, &w);
+		mem_free(w.key);
+		reply_kv(s, token, rc, NULL, NULL, 0);
+	}
 }
 
 static void propose_pending(struct skv_service *s, uint64_t token,
@@ -1324,6 +1327,7 @@ static void fsm_durable(void *ctx, uint64_t applied_index)
 
 static void serve_get(struct skv_service *s, const struct read_wait *w)
 {
+	uint64_t token = w->w.token;
 	uint32_t n = skv_nshards(s->kv);
 	uint32_t shard = n ? shard_for_key(w->key, w->klen, n) : 0;
 	int st = STATUS_WRONG_GROUP;
@@ -1336,20 +1340,19 @@ static void serve_get(struct skv_service *s, const struct read_wait *w)
 			st = STATUS_OK;
 	}
 	if (st != STATUS_OK) {
-		reply_kv(s, w->token, st, op_error(st), NULL, 0);
+		reply_kv(s, token, st, op_error(st), NULL, 0);
 		return;
 	}
 	if (data_key(&s->dkey, shard, w->key, w->klen)) {
-		reply_kv(s, w->token, STATUS_NO_MEMORY, "out of memory", NULL,
-			 0);
+		reply_kv(s, token, STATUS_NO_MEMORY, "out of memory", NULL, 0);
 		return;
 	}
 	int rc = store_get(s->store, STORE_CF_DATA, s->dkey.data, s->dkey.len,
 			   &s->val);
 	if (rc == STATUS_OK)
-		reply_kv(s, w->token, STATUS_OK, "", s->val.data, s->val.len);
+		reply_kv(s, token, STATUS_OK, "", s->val.data, s->val.len);
 	else if (rc == STATUS_NOT_FOUND)
-		reply_kv(s, w->token, STATUS_NOT_FOUND, op_error(rc), NULL, 0);
+		reply_kv(s, token, STATUS_NOT_FOUND, op_error(rc), NULL, 0);
 	else
 		log_fatal("kv", "reading the store: %s",
 			  store_errmsg(s->store));
@@ -1358,18 +1361,14 @@ static void serve_get(struct skv_service *s, const struct read_wait *w)
 static void fsm_read_done(void *ctx, uint64_t id, int status)
 {
 	struct skv_service *s = ctx;
-	for (size_t i = 0; i < s->n_reads; i++) {
-		if (s->reads[i].read_id != id)
-			continue;
-		struct read_wait w = s->reads[i];
-		s->reads[i] = s->reads[--s->n_reads];
-		if (status != STATUS_OK)
-			reply_kv(s, w.token, status, NULL, NULL, 0);
-		else
-			serve_get(s, &w);
-		mem_free(w.key);
+	struct read_wait w;
+	if (!raft_waits_take_if(&s->reads, is_read, &id, &w))
 		return;
-	}
+	if (status != STATUS_OK)
+		reply_kv(s, w.w.token, status, NULL, NULL, 0);
+	else
+		serve_get(s, &w);
+	mem_free(w.key);
 }
 
 const struct raft_fsm_ops skv_service_fsm = {

@@ -29,7 +29,7 @@ struct pending {
 
 /* A Query waiting for its read index. */
 struct read_wait {
-	uint64_t token;
+	struct raft_wait w; /* token */
 	uint64_t read_id;
 	int64_t num;
 };
@@ -48,8 +48,7 @@ struct sm_service {
 	uint64_t init_term; /* term Init was last proposed in; 0 = never */
 
 	struct raft_waits waits; /* of struct pending */
-	struct read_wait *reads;
-	size_t n_reads, cap_reads;
+	struct raft_waits reads; /* of struct read_wait */
 	uint64_t next_read_id;
 
 	struct buf scratch;
@@ -260,6 +259,7 @@ int sm_service_new(const struct sm_service_opts *o, struct sm_service **out,
 		return STATUS_NO_MEMORY;
 	}
 	raft_waits_init(&s->waits, sizeof(struct pending));
+	raft_waits_init(&s->reads, sizeof(struct read_wait));
 	s->store = o->store;
 	s->self_id = o->self_id;
 	s->n_nodes = o->n_nodes;
@@ -292,7 +292,7 @@ void sm_service_free(struct sm_service *s)
 	for (size_t i = 0; i < RAFT_MAX_NODES; i++)
 		mem_free(s->addrs[i]);
 	raft_waits_free(&s->waits);
-	mem_free(s->reads);
+	raft_waits_free(&s->reads);
 	buf_free(&s->scratch);
 	mem_free(s);
 }
@@ -304,7 +304,7 @@ const struct sm *sm_service_sm(const struct sm_service *s)
 
 size_t sm_service_pending(const struct sm_service *s)
 {
-	return raft_waits_count(&s->waits) + s->n_reads;
+	return raft_waits_count(&s->waits) + raft_waits_count(&s->reads);
 }
 
 struct fail_ctx {
@@ -315,22 +315,15 @@ struct fail_ctx {
 static void fail_one(void *arg, void *item)
 {
 	const struct fail_ctx *f = arg;
-	send_reply(f->s, ((const struct pending *)item)->w.token, f->status,
+	send_reply(f->s, ((const struct raft_wait *)item)->token, f->status,
 		   status_str(f->status), NULL);
 }
 
 void sm_service_fail_all(struct sm_service *s, int status)
 {
-	/* Take the lists first: a reply callback may come back in. */
-	struct read_wait *reads = s->reads;
-	size_t n_reads = s->n_reads;
-	s->reads = NULL;
-	s->n_reads = s->cap_reads = 0;
 	struct fail_ctx f = { s, status };
 	raft_waits_take_all(&s->waits, fail_one, &f);
-	for (size_t i = 0; i < n_reads; i++)
-		send_reply(s, reads[i].token, status, status_str(status), NULL);
-	mem_free(reads);
+	raft_waits_take_all(&s->reads, fail_one, &f);
 }
 
 void sm_service_attach(struct sm_service *s, struct raft *r)
@@ -343,6 +336,12 @@ void sm_service_attach(struct sm_service *s, struct raft *r)
 
 /* ---- requests ---- */
 
+static bool is_read(void *arg, const void *item)
+{
+	return ((const struct read_wait *)item)->read_id ==
+	       *(const uint64_t *)arg;
+}
+
 static void request_query(struct sm_service *s, uint64_t token,
 			  const Skv__QueryRequest *q)
 {
@@ -351,20 +350,19 @@ static void request_query(struct sm_service *s, uint64_t token,
 			   "the shard master is not initialized yet", NULL);
 		return;
 	}
-	if (!mem_grow((void **)&s->reads, &s->cap_reads, s->n_reads + 1,
-		  sizeof(*s->reads))) {
+	struct read_wait w = {
+		.w = { .token = token }, .read_id = s->next_read_id++,
+		.num = q->num,
+	};
+	if (raft_waits_add(&s->reads, &w)) {
 		send_reply(s, token, STATUS_NO_MEMORY, "out of memory", NULL);
 		return;
 	}
-	uint64_t id = s->next_read_id++;
-	int rc = raft_read_index(s->r, id);
+	int rc = raft_read_index(s->r, w.read_id);
 	if (rc) {
+		raft_waits_take_if(&s->reads, is_read, &w.read_id, &w);
 		reply_refused(s, token, rc);
-		return;
 	}
-	s->reads[s->n_reads++] = (struct read_wait){
-		.token = token, .read_id = id, .num = q->num,
-	};
 }
 
 static void request_update(struct sm_service *s, uint64_t token,
@@ -625,25 +623,19 @@ static void fsm_durable(void *ctx, uint64_t applied_index)
 static void fsm_read_done(void *ctx, uint64_t id, int status)
 {
 	struct sm_service *s = ctx;
-	for (size_t i = 0; i < s->n_reads; i++) {
-		if (s->reads[i].read_id != id)
-			continue;
-		struct read_wait w = s->reads[i];
-		s->reads[i] = s->reads[--s->n_reads];
-		if (status == STATUS_NOT_LEADER)
-			reply_not_leader(s, w.token);
-		else if (status != STATUS_OK)
-			send_reply(s, w.token, status, status_str(status),
-				   NULL);
-		else if (sm_nshards(s->sm) == 0)
-			send_reply(s, w.token, STATUS_NOT_READY,
-				   "the shard master is not initialized yet",
-				   NULL);
-		else
-			send_reply(s, w.token, STATUS_OK, "",
-				   sm_config(s->sm, w.num));
+	struct read_wait w;
+	if (!raft_waits_take_if(&s->reads, is_read, &id, &w))
 		return;
-	}
+	if (status == STATUS_NOT_LEADER)
+		reply_not_leader(s, w.w.token);
+	else if (status != STATUS_OK)
+		send_reply(s, w.w.token, status, status_str(status), NULL);
+	else if (sm_nshards(s->sm) == 0)
+		send_reply(s, w.w.token, STATUS_NOT_READY,
+			   "the shard master is not initialized yet", NULL);
+	else
+		send_reply(s, w.w.token, STATUS_OK, "",
+			   sm_config(s->sm, w.num));
 }
 
 const struct raft_fsm_ops sm_service_fsm = {

@@ -94,6 +94,23 @@ void raft_waits_fail_stale(struct raft_waits *w, bool leader,
 	remove_if(w, pick_stale, leader, term, fn, arg);
 }
 
+bool raft_waits_take_if(struct raft_waits *w,
+			bool (*match)(void *arg, const void *item), void *arg,
+			void *out)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		if (!match(arg, at(w, i)))
+			continue;
+		memcpy(out, at(w, i), w->item_bytes);
+		w->n--;
+		if (i != w->n)
+			memmove(at(w, i), at(w, i + 1),
+				(w->n - i) * w->item_bytes);
+		return true;
+	}
+	return false;
+}
+
 void raft_waits_take_all(struct raft_waits *w, raft_wait_fn fn, void *arg)
 {
 	/* Take the array first: fn may come back in (a reply callback). */

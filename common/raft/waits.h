@@ -1,7 +1,8 @@
 /*
  * raft/waits: client requests waiting for the Raft log entry they were
- * proposed as. Both replicated services (shard master, replica group)
- * answer a change the same way, and this is that rule in one place:
+ * proposed as, or for their read index. Both replicated services (shard
+ * master, replica group) answer a change the same way, and this is that
+ * rule in one place:
  *
  *   - a request proposed at (index, term) waits;
  *   - when the entry at `index` applies, every wait up to it is decided:
@@ -12,6 +13,8 @@
  *   - once the applied state is durable, decided waits are answered;
  *   - a wait whose term this node no longer leads, undecided, is
  *     answered NOT_LEADER at once: its entry may never apply here.
+ * A read waits for its read index instead: the host takes it out by its
+ * read id (raft_waits_take_if) when the core says it may be served.
  *
  * What it owns: an array of the caller's wait records, each a struct
  * that begins with a `struct raft_wait` (the rest is the caller's: method,
@@ -78,6 +81,12 @@ void raft_waits_release(struct raft_waits *w, uint64_t applied,
  * to fn (answer NOT_LEADER). */
 void raft_waits_fail_stale(struct raft_waits *w, bool leader,
 			   uint64_t term, raft_wait_fn fn, void *arg);
+
+/* Moves the first wait that match(arg, item) accepts into *out
+ * (item_bytes) and removes it; false if there is none. */
+bool raft_waits_take_if(struct raft_waits *w,
+			bool (*match)(void *arg, const void *item), void *arg,
+			void *out);
 
 /* Removes every wait, passing each to fn (shutdown). fn may be called
  * after the set is already empty, so it may reenter raft_waits_count. */

@@ -513,8 +513,15 @@ Test(waits, a_follower_fails_every_undecided_wait_and_shutdown_takes_all)
 	raft_waits_fail_stale(&ws, false, 1, note_token, NULL);
 	cr_assert_eq(n_seen, 3);
 	cr_assert_eq(raft_waits_count(&ws), 2, "decided ones stay");
+	/* Taken out by what it waits for (a read by its read id). */
+	struct twait got;
+	uint64_t seq = 2;
+	cr_assert(raft_waits_take_if(&ws, seq_matches, &seq, &got));
+	cr_assert_eq(got.w.token, 2);
+	cr_assert_not(raft_waits_take_if(&ws, seq_matches, &seq, &got));
+	cr_assert_eq(raft_waits_count(&ws), 1);
 	raft_waits_take_all(&ws, note_token, NULL);
-	cr_assert_eq(n_seen, 5);
+	cr_assert_eq(n_seen, 4);
 	cr_assert_eq(raft_waits_count(&ws), 0);
 	/* Out of memory: nothing added. */
 	mem_fail_after(1);
