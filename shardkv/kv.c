@@ -352,13 +352,12 @@ int skv_dedup_list(const struct skv *k, uint32_t shard,
 	if (shard >= k->nshards || k->shards[shard].dedup.n == 0)
 		return STATUS_OK;
 	const struct dedup *d = &k->shards[shard].dedup;
-	Skv__DedupEntry **list = mem_calloc(d->n, sizeof(*list));
-	Skv__DedupEntry *ents = mem_calloc(d->n, sizeof(*ents));
-	if (!list || !ents) {
-		mem_free(list);
-		mem_free(ents);
+	/* One block: the pointers, then the entries they point to. */
+	Skv__DedupEntry **list =
+		mem_calloc(d->n, sizeof(*list) + sizeof(Skv__DedupEntry));
+	if (!list)
 		return STATUS_NO_MEMORY;
-	}
+	Skv__DedupEntry *ents = (Skv__DedupEntry *)(list + d->n);
 	size_t j = 0;
 	for (size_t i = 0; i < d->cap; i++) {
 		if (!d->slots[i].used)
@@ -378,16 +377,8 @@ int skv_dedup_list(const struct skv *k, uint32_t shard,
 
 void skv_dedup_list_free(Skv__DedupEntry **list, size_t n)
 {
-	if (!list)
-		return;
-	/* The entries are one array: find its start (the smallest address;
-	 * the list is sorted by client id, not by address). */
-	Skv__DedupEntry *base = list[0];
-	for (size_t i = 1; i < n; i++)
-		if (list[i] < base)
-			base = list[i];
-	mem_free(base);
-	mem_free(list);
+	(void)n;
+	mem_free(list); /* the entries live in the same block */
 }
 
 /* ---- changes ---- */
