@@ -318,6 +318,11 @@ uint64_t host_seed(uint64_t salt)
 	return seed ^ salt;
 }
 
+bool host_addr_ok(const char *a, size_t addr_max)
+{
+	return a && *a && strlen(a) <= addr_max && strchr(a, ':');
+}
+
 int host_check_replica(const struct host_replica *r, const char *cluster,
 		       size_t addr_max, char *err, size_t cap)
 {
@@ -334,7 +339,7 @@ int host_check_replica(const struct host_replica *r, const char *cluster,
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char *p = r->peers[i];
-		if (!p || !*p || strlen(p) > addr_max || !strchr(p, ':')) {
+		if (!host_addr_ok(p, addr_max)) {
 			snprintf(err, cap,
 				 "peer %zu: '%s' is not a host:port address",
 				 i + 1, p ? p : "");

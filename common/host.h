@@ -167,6 +167,10 @@ uint64_t host_seed(uint64_t salt);
 
 /* ---- the servers' replica (server.c) ---- */
 
+/* True for a non-empty "host:port" address of at most addr_max bytes,
+ * the form every server address given to a server must have. */
+bool host_addr_ok(const char *a, size_t addr_max);
+
 /* Checks a replica as given to a server: 1..RAFT_MAX_NODES distinct
  * "host:port" peers of at most addr_max bytes, the id in 1..n_peers, a
  * data dir, and `cluster` (r->cluster or the server's default) a valid

@@ -275,8 +275,7 @@ static int check_opts(const struct skv_server_opts *o, const char *cluster,
 	}
 	for (size_t i = 0; i < o->n_masters; i++) {
 		const char *m = o->masters[i];
-		if (!m || !*m || strlen(m) > SM_ADDR_BYTES_MAX ||
-		    !strchr(m, ':')) {
+		if (!host_addr_ok(m, SM_ADDR_BYTES_MAX)) {
 			snprintf(err, cap,
 				 "shard master %zu: '%s' is not a host:port "
 				 "address",
