@@ -476,7 +476,10 @@ Test(raft_replica, replicates_and_restarts_without_replay)
 	expect_same_state();
 }
 
-Test(raft_replica, lagging_node_catches_up_by_snapshot)
+/* All up, compacting past 2,000 bytes of log; a follower is down while
+ * the leader commits 300 entries, so it can only catch up by snapshot.
+ * Returns that follower (still down), the leader in *lp. */
+static struct rnode *lag_a_follower(struct rnode **lp)
 {
 	open_all();
 	for (int i = 0; i < N; i++)
@@ -488,6 +491,14 @@ Test(raft_replica, lagging_node_catches_up_by_snapshot)
 		propose(l, 30, 100);
 		settle();
 	}
+	*lp = l;
+	return f;
+}
+
+Test(raft_replica, lagging_node_catches_up_by_snapshot)
+{
+	struct rnode *l;
+	struct rnode *f = lag_a_follower(&l);
 	struct raft_replica_stats s;
 	raft_replica_stats(l->rep, &s);
 	cr_assert_gt(s.compactions, 0);
@@ -596,16 +607,8 @@ Test(raft_replica, corrupt_snapshot_stops_the_replica_and_writes_nothing)
  * snapshot; returns once part of it is staged (the leader in *lp). */
 static struct rnode *catch_up_halfway(struct rnode **lp)
 {
-	open_all();
-	for (int i = 0; i < N; i++)
-		raft_replica_set_compaction(nodes[i].rep, 2000);
-	struct rnode *l = leader();
-	struct rnode *f = &nodes[l == &nodes[2] ? 1 : 2];
-	node_crash(f);
-	for (int round = 0; round < 10; round++) {
-		propose(l, 30, 100);
-		settle();
-	}
+	struct rnode *l;
+	struct rnode *f = lag_a_follower(&l);
 	node_open(f);
 	struct raft_storage *fst = raft_replica_storage(f->rep);
 	for (int k = 0; k < 1000 && raft_storage_snapshot_staged(fst) < 3000;
@@ -667,16 +670,8 @@ Test(raft_replica, chunk_asked_beyond_the_snapshot_restarts_the_transfer)
 
 Test(raft_replica, idle_snapshot_transfers_are_dropped)
 {
-	open_all();
-	for (int i = 0; i < N; i++)
-		raft_replica_set_compaction(nodes[i].rep, 2000);
-	struct rnode *l = leader();
-	struct rnode *f = &nodes[l == &nodes[2] ? 1 : 2];
-	node_crash(f);
-	for (int round = 0; round < 10; round++) {
-		propose(l, 30, 100);
-		settle();
-	}
+	struct rnode *l;
+	struct rnode *f = lag_a_follower(&l);
 	node_open(f);
 	settle();
 	cr_assert_geq(f->fsm.restores, 1);
