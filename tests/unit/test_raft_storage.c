@@ -548,11 +548,18 @@ static int stage(struct store *s, struct raft_storage *st,
 	return rc;
 }
 
+/* Called after each chunk is staged. */
+typedef void (*staged_fn)(struct raft_storage *to,
+			  const struct raft_snapshot_chunk *c);
+
 /* Reads the whole stream in chunks of `chunk` bytes and stages them into
- * `to` (of store `ts`). */
-static void transfer(struct raft_storage *from, struct store *ts,
-		     struct raft_storage *to, size_t chunk, uint64_t *index,
-		     uint64_t *term)
+ * `to` (of store `ts`), byte `flip` of the stream inverted (none if
+ * beyond it), calling `fn` (may be NULL) after each. Returns the
+ * stream's size. */
+static uint64_t transfer_with(struct raft_storage *from, struct store *ts,
+			      struct raft_storage *to, size_t chunk,
+			      uint64_t flip, staged_fn fn, uint64_t *index,
+			      uint64_t *term)
 {
 	uint8_t *buf = malloc(chunk);
 	uint64_t off = 0, total = 0;
@@ -564,6 +571,8 @@ static void transfer(struct raft_storage *from, struct store *ts,
 						    chunk, &len, &i, &t,
 						    &total);
 		cr_assert_eq(rc, STATUS_OK, "%s", raft_storage_errmsg(from));
+		if (flip >= off && flip < off + len)
+			buf[flip - off] ^= 0x40;
 		struct raft_snapshot_chunk c = {
 			.last_index = i,
 			.last_term = t,
@@ -575,12 +584,22 @@ static void transfer(struct raft_storage *from, struct store *ts,
 		};
 		cr_assert_eq(stage(ts, to, &c), STATUS_OK, "%s",
 			     raft_storage_errmsg(to));
+		if (fn)
+			fn(to, &c);
 		off += len;
 		*index = i;
 		*term = t;
 	} while (off < total);
 	cr_assert_eq(raft_storage_snapshot_staged(to), total);
 	free(buf);
+	return total;
+}
+
+static void transfer(struct raft_storage *from, struct store *ts,
+		     struct raft_storage *to, size_t chunk, uint64_t *index,
+		     uint64_t *term)
+{
+	transfer_with(from, ts, to, chunk, UINT64_MAX, NULL, index, term);
 }
 
 /* Every key and value of data+meta, as one comparable string. */
@@ -1256,42 +1275,33 @@ static void recover(struct store *s)
 	cr_assert_eq(rc, STATUS_OK, "%s: %s", status_name(rc), err);
 }
 
+/* Between chunks nothing is held in memory; the last one until the
+ * install. */
+static void check_staging_held(struct raft_storage *to,
+			       const struct raft_snapshot_chunk *c)
+{
+	cr_assert_eq(raft_storage_snapshot_staged(to), c->offset + c->len);
+	size_t held = raft_storage_snapshot_staging_held_bytes(to);
+	if (c->done)
+		cr_assert(held >= c->len && held <= MIB, "%zu", held);
+	else
+		cr_assert_eq(held, 0);
+}
+
 Test(raft_storage, a_40_mib_snapshot_installs_holding_about_one_chunk)
 {
 	struct store *a = open_store("/leader"), *b = open_store("/follower");
 	struct raft_boot boot;
 	struct raft_storage *sa = open_storage(a, &boot);
 	struct raft_storage *sb = open_storage(b, &boot);
-	uint8_t *buf = malloc(MIB);
-	uint64_t off = 0, total = 0;
+	uint64_t index, term;
 
-	cr_assert_not_null(buf);
 	fill_large(a, sa, 40);
 	fill_follower_state(b);
 	save_entries(b, sb, 1, 5, 2);
-	do {
-		size_t len;
-		uint64_t i, t;
-		cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, off, buf, MIB,
-							&len, &i, &t, &total),
-			     STATUS_OK);
-		struct raft_snapshot_chunk c = {i,   t,	    off,
-						buf, len, total,
-						off + len == total};
-		cr_assert_eq(stage(b, sb, &c), STATUS_OK, "%s",
-			     raft_storage_errmsg(sb));
-		off += len;
-		cr_assert_eq(raft_storage_snapshot_staged(sb), off);
-		/* Between chunks nothing is held; the last one until the
-		 * install. */
-		size_t held = raft_storage_snapshot_staging_held_bytes(sb);
-		if (c.done)
-			cr_assert(held >= len && held <= MIB, "%zu", held);
-		else
-			cr_assert_eq(held, 0);
-	} while (off < total);
+	uint64_t total = transfer_with(sa, b, sb, MIB, UINT64_MAX,
+				       check_staging_held, &index, &term);
 	cr_assert_gt(total, 40 * MIB);
-	free(buf);
 
 	cr_assert_eq(install_ready(b, sb, true), STATUS_OK, "%s",
 		     raft_storage_errmsg(sb));
@@ -1331,24 +1341,8 @@ static struct raft_storage *stage_all(struct raft_storage *sa,
 {
 	struct raft_boot boot;
 	struct raft_storage *sb = open_storage(b, &boot);
-	uint8_t *buf = malloc(MIB);
-	uint64_t off = 0, total = 0;
-	cr_assert_not_null(buf);
-	do {
-		size_t len;
-		uint64_t i, t;
-		cr_assert_eq(raft_storage_snapshot_read(sa, 2, 0, off, buf, MIB,
-							&len, &i, &t, &total),
-			     STATUS_OK);
-		if (flip >= off && flip < off + len)
-			buf[flip - off] ^= 0x40;
-		struct raft_snapshot_chunk c = {i,   t,	    off,
-						buf, len, total,
-						off + len == total};
-		cr_assert_eq(stage(b, sb, &c), STATUS_OK);
-		off += len;
-	} while (off < total);
-	free(buf);
+	uint64_t index, term;
+	transfer_with(sa, b, sb, MIB, flip, NULL, &index, &term);
 	return sb;
 }
 
