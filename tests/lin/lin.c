@@ -698,19 +698,12 @@ static void search_free(struct search *s)
 	cache_clear(&s->cache);
 }
 
-/* Event e (< n: call of op e, else return of op e - n) before event f? */
-static bool ev_before(const uint64_t *t, size_t n, uint32_t e, uint32_t f)
-{
-	if (t[e] != t[f])
-		return t[e] < t[f];
-	bool er = e >= n, fr = f >= n;
-	if (er != fr)
-		return !er; /* calls first */
-	return e < f;
-}
-
-static void ev_sort(uint32_t *a, uint32_t *tmp, size_t len, const uint64_t *t,
-		    size_t n)
+/* Sorts indexes a[0..len) by before(ctx, x, y), a strict total order,
+ * bottom-up merge sort through tmp (len entries): no qsort, whose
+ * comparator takes no context. */
+static void sort_idx(uint32_t *a, uint32_t *tmp, size_t len,
+		     bool (*before)(const void *ctx, uint32_t x, uint32_t y),
+		     const void *ctx)
 {
 	for (size_t w = 1; w < len; w *= 2) {
 		for (size_t lo = 0; lo < len; lo += 2 * w) {
@@ -718,9 +711,8 @@ static void ev_sort(uint32_t *a, uint32_t *tmp, size_t len, const uint64_t *t,
 			size_t hi = lo + 2 * w < len ? lo + 2 * w : len;
 			size_t i = lo, j = mid, k = lo;
 			while (i < mid && j < hi)
-				tmp[k++] = ev_before(t, n, a[j], a[i])
-						   ? a[j++]
-						   : a[i++];
+				tmp[k++] = before(ctx, a[j], a[i]) ? a[j++]
+								   : a[i++];
 			while (i < mid)
 				tmp[k++] = a[i++];
 			while (j < hi)
@@ -728,6 +720,26 @@ static void ev_sort(uint32_t *a, uint32_t *tmp, size_t len, const uint64_t *t,
 		}
 		memcpy(a, tmp, len * sizeof(*a));
 	}
+}
+
+/* Events of n ops: e < n is the call of op e, else the return of op
+ * e - n; t[e] its time. */
+struct ev_times {
+	const uint64_t *t;
+	size_t n;
+};
+
+/* Event e before event f? */
+static bool ev_before(const void *ctx, uint32_t e, uint32_t f)
+{
+	const struct ev_times *et = ctx;
+	const uint64_t *t = et->t;
+	if (t[e] != t[f])
+		return t[e] < t[f];
+	bool er = e >= et->n, fr = f >= et->n;
+	if (er != fr)
+		return !er; /* calls first */
+	return e < f;
 }
 
 static void lift(struct search *s, uint32_t call, uint32_t ret)
@@ -850,7 +862,8 @@ static int search_run(struct checker *c, const struct sop *ops, size_t n,
 	}
 	s.bits.hi = (uint32_t)s.bits.nw;
 	bits_lo_hi(&s.bits);
-	ev_sort(s.ev, s.tmp, 2 * n, s.ev_time, n);
+	struct ev_times et = { s.ev_time, n };
+	sort_idx(s.ev, s.tmp, 2 * n, ev_before, &et);
 	uint32_t last = head;
 	for (size_t i = 0; i < 2 * n; i++) {
 		s.next[last] = s.ev[i];
@@ -942,34 +955,15 @@ static int key_cmp(const struct lin_op *a, const struct lin_op *b)
 	return a->klen < b->klen ? -1 : a->klen > b->klen;
 }
 
-static bool op_before(const struct lin_history *h, uint32_t a, uint32_t b)
+static bool op_before(const void *ctx, uint32_t a, uint32_t b)
 {
+	const struct lin_history *h = ctx;
 	int r = key_cmp(&h->ops[a], &h->ops[b]);
 	if (r)
 		return r < 0;
 	if (h->ops[a].call != h->ops[b].call)
 		return h->ops[a].call < h->ops[b].call;
 	return a < b;
-}
-
-static void op_sort(const struct lin_history *h, uint32_t *a, uint32_t *tmp,
-		    size_t len)
-{
-	for (size_t w = 1; w < len; w *= 2) {
-		for (size_t lo = 0; lo < len; lo += 2 * w) {
-			size_t mid = lo + w < len ? lo + w : len;
-			size_t hi = lo + 2 * w < len ? lo + 2 * w : len;
-			size_t i = lo, j = mid, k = lo;
-			while (i < mid && j < hi)
-				tmp[k++] = op_before(h, a[j], a[i]) ? a[j++]
-								    : a[i++];
-			while (i < mid)
-				tmp[k++] = a[i++];
-			while (j < hi)
-				tmp[k++] = a[j++];
-		}
-		memcpy(a, tmp, len * sizeof(*a));
-	}
 }
 
 /* ---- explaining an illegal key ---- */
@@ -1219,7 +1213,7 @@ enum lin_result lin_check(const struct lin_history *h,
 	for (size_t i = 0; i < total; i++)
 		if (h->ops[i].known || h->ops[i].kind != LIN_GET)
 			idx[n++] = (uint32_t)i;
-	op_sort(h, idx, tmp, n);
+	sort_idx(idx, tmp, n, op_before, h);
 	out->ops = n;
 
 	for (size_t a = 0; a < n;) {
