@@ -22,7 +22,7 @@
 
 #include "clerk/host.h"
 #include "clerk/kv_core.h"
-#include "clerk/servers.h"
+#include "common/addrs.h"
 #include "common/mem.h"
 #include "common/monotime.h"
 #include "common/rpc/rpc.h"
@@ -312,7 +312,7 @@ static void *driver(void *arg)
 
 /* ---- life cycle ---- */
 
-/* "a:1,b:2" into n addresses (the caller's: clerk_servers_free). */
+/* "a:1,b:2" into n addresses (the caller's: addrs_free). */
 static enum kv_status split_masters(const char *s, char ***out, size_t *n_out,
 				    char *err, size_t cap)
 {
@@ -382,7 +382,7 @@ enum kv_status kv_clerk_open(const char *masters,
 		return st;
 	uint64_t seed;
 	if (clerk_host_random_u64(&seed)) {
-		clerk_servers_free(addrs, n);
+		addrs_free(addrs, n);
 		say(err, cap, "cannot read random bytes: %s", strerror(errno));
 		return KV_UNAVAILABLE;
 	}
@@ -401,7 +401,7 @@ enum kv_status kv_clerk_open(const char *masters,
 	};
 	if (clerk_kv_core_new(&co, &c->core))
 		goto err_after_clerk;
-	clerk_servers_free(addrs, n);
+	addrs_free(addrs, n);
 	addrs = NULL;
 	c->rpc = rpc_client_new(NULL);
 	if (!c->rpc) {
@@ -430,7 +430,7 @@ err_after_core:
 err_after_clerk:
 	mem_free(c);
 err_nomem:
-	clerk_servers_free(addrs, n);
+	addrs_free(addrs, n);
 	say(err, cap, "out of memory");
 	return KV_NO_MEMORY;
 }

@@ -27,7 +27,7 @@
 #include <string.h>
 
 #include "clerk/retry.h"
-#include "clerk/servers.h"
+#include "common/addrs.h"
 #include "common/buf.h"
 #include "common/codec.h"
 #include "common/mem.h"
@@ -195,7 +195,7 @@ int clerk_kv_core_new(const struct clerk_kv_core_opts *o,
 		return STATUS_NO_MEMORY;
 	buf_init(&c->query);
 	buf_init(&c->send);
-	if (clerk_servers_copy(o->masters, o->n_masters, &c->masters))
+	if (addrs_copy(o->masters, o->n_masters, &c->masters))
 		goto err_after_core;
 	c->n_masters = o->n_masters;
 	Skv__QueryRequest q = SKV__QUERY_REQUEST__INIT;
@@ -215,7 +215,7 @@ int clerk_kv_core_new(const struct clerk_kv_core_opts *o,
 	return STATUS_OK;
 
 err_after_masters:
-	clerk_servers_free(c->masters, c->n_masters);
+	addrs_free(c->masters, c->n_masters);
 err_after_core:
 	buf_free(&c->query);
 	mem_free(c);
@@ -247,7 +247,7 @@ void clerk_kv_core_free(struct clerk_kv_core *c)
 	mem_free(c->sessions);
 	mem_free(c->groups);
 	sm_config_free(c->config);
-	clerk_servers_free(c->masters, c->n_masters);
+	addrs_free(c->masters, c->n_masters);
 	buf_free(&c->query);
 	buf_free(&c->send);
 	mem_free(c);

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "clerk/cli.h"
-#include "clerk/servers.h"
+#include "common/addrs.h"
 #include "common/mem.h"
 #include "common/status.h"
 #include "shardmaster/sm.h"
@@ -146,7 +146,7 @@ int shardctl_check_addr(const char *s, char *why, size_t cap)
 
 void shardctl_free_strings(char **v, size_t n)
 {
-	clerk_servers_free(v, n);
+	addrs_free(v, n);
 }
 
 int shardctl_parse_addr_list(const char *s, const char *what, char ***out,

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "clerk/servers.h"
+#include "common/addrs.h"
 #include "common/codec.h"
 #include "common/mem.h"
 #include "common/status.h"
@@ -65,7 +65,7 @@ int clerk_sm_core_new(const struct clerk_sm_core_opts *o,
 	struct clerk_sm_core *c = mem_calloc(1, sizeof(*c));
 	if (!c)
 		return STATUS_NO_MEMORY;
-	if (clerk_servers_copy(o->servers, o->n_servers, &c->servers)) {
+	if (addrs_copy(o->servers, o->n_servers, &c->servers)) {
 		mem_free(c);
 		return STATUS_NO_MEMORY;
 	}
@@ -96,7 +96,7 @@ void clerk_sm_core_free(struct clerk_sm_core *c)
 	drop_reply(c);
 	buf_free(&c->reply_bytes);
 	buf_free(&c->req);
-	clerk_servers_free(c->servers, c->n_servers);
+	addrs_free(c->servers, c->n_servers);
 	mem_free(c);
 }
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "clerk/host.h"
-#include "clerk/servers.h"
+#include "common/addrs.h"
 #include "common/mem.h"
 #include "common/monotime.h"
 #include "common/rpc/rpc.h"
@@ -60,7 +60,7 @@ int smclerk_new(const char *const *addrs, size_t n,
 	struct smclerk *k = mem_calloc(1, sizeof(*k));
 	if (!k)
 		return STATUS_NO_MEMORY;
-	if (clerk_servers_copy(addrs, n, &k->addrs))
+	if (addrs_copy(addrs, n, &k->addrs))
 		goto err_after_clerk;
 	k->n_addrs = n;
 	k->heard = mem_calloc(n, sizeof(*k->heard));
@@ -92,7 +92,7 @@ err_after_core:
 	clerk_sm_core_free(k->core);
 err_after_addrs:
 	mem_free(k->heard);
-	clerk_servers_free(k->addrs, k->n_addrs);
+	addrs_free(k->addrs, k->n_addrs);
 err_after_clerk:
 	mem_free(k);
 	return rc;
@@ -107,7 +107,7 @@ void smclerk_free(struct smclerk *k)
 	clerk_host_inbox_destroy(&k->inbox);
 	clerk_sm_core_free(k->core);
 	mem_free(k->heard);
-	clerk_servers_free(k->addrs, k->n_addrs);
+	addrs_free(k->addrs, k->n_addrs);
 	pthread_mutex_destroy(&k->call_mu);
 	mem_free(k);
 }

@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/mem.h"
+#include "common/status.h"
+
 bool addrs_split(char *list, const char *what, const char **out, size_t max,
 		 size_t *n, char *err, size_t cap)
 {
@@ -31,4 +34,32 @@ bool addrs_split(char *list, const char *what, const char **out, size_t max,
 			return true;
 		p = comma + 1;
 	}
+}
+
+int addrs_copy(const char *const *src, size_t n, char ***out)
+{
+	*out = NULL;
+	if (n == 0)
+		return STATUS_OK;
+	char **v = mem_calloc(n, sizeof(*v));
+	if (!v)
+		return STATUS_NO_MEMORY;
+	for (size_t i = 0; i < n; i++) {
+		v[i] = mem_strdup(src[i]);
+		if (!v[i]) {
+			addrs_free(v, i);
+			return STATUS_NO_MEMORY;
+		}
+	}
+	*out = v;
+	return STATUS_OK;
+}
+
+void addrs_free(char **v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		mem_free(v[i]);
+	mem_free(v);
 }

@@ -1,8 +1,11 @@
 /*
- * addrs: comma-separated address lists as given on command lines
- * ("a:1,b:2,c:3"), split in place.
+ * addrs: lists of server addresses ("host:port" strings): split from a
+ * comma-separated command-line value ("a:1,b:2,c:3"), and owned copies
+ * as clerks, servers and configurations keep them.
  *
- * Pure string handling; the list and the entries stay the caller's.
+ * Pure string handling. addrs_split works in place on the caller's
+ * list; addrs_copy allocates the array and every string, addrs_free
+ * frees both.
  */
 #ifndef SKV_COMMON_ADDRS_H
 #define SKV_COMMON_ADDRS_H
@@ -18,5 +21,12 @@
  */
 bool addrs_split(char *list, const char *what, const char **out, size_t max,
 		 size_t *n, char *err, size_t cap);
+
+/* Copies src[0..n) (no NULL entry) into *out (NULL when n is 0).
+ * STATUS_OK, or NO_MEMORY with *out NULL. */
+int addrs_copy(const char *const *src, size_t n, char ***out);
+
+/* Frees v[0..n) and v. NULL ok. */
+void addrs_free(char **v, size_t n);
 
 #endif

@@ -49,7 +49,7 @@ struct host {
 	bool stop_done; /* host_stop returned */
 	int port;
 	uint32_t id;
-	char *peers[RAFT_MAX_NODES];
+	char **peers;
 	size_t n_peers;
 	struct method_ctx methods[METHODS_MAX];
 	size_t n_methods;
@@ -140,13 +140,12 @@ int host_new(const struct host_opts *o, struct host **out, char *err,
 	h->ops = o->ops;
 	h->ctx = o->ctx;
 	h->id = o->replica->id;
-	for (size_t i = 0; i < o->replica->n_peers && i < RAFT_MAX_NODES;
-	     i++) {
-		h->peers[h->n_peers] = mem_strdup(o->replica->peers[i]);
-		if (!h->peers[h->n_peers])
-			goto nomem;
-		h->n_peers++;
-	}
+	size_t n = o->replica->n_peers;
+	if (n > RAFT_MAX_NODES)
+		n = RAFT_MAX_NODES;
+	if (addrs_copy(o->replica->peers, n, &h->peers))
+		goto nomem;
+	h->n_peers = n;
 	h->loop = loop_new();
 	h->srv = rpc_server_new(NULL);
 	h->cli = rpc_client_new(NULL);
@@ -305,8 +304,7 @@ void host_free(struct host *h)
 	host_stop(h);
 	rpc_server_free(h->srv);
 	loop_free(h->loop);
-	for (size_t i = 0; i < h->n_peers; i++)
-		mem_free(h->peers[i]);
+	addrs_free(h->peers, h->n_peers);
 	mem_free(h);
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/addrs.h"
 #include "common/mem.h"
 #include "common/status.h"
 
@@ -57,33 +58,16 @@ const char *skv_shard_state_name(enum skv_shard_state st)
 
 /* ---- small helpers ---- */
 
-static void strv_free(char **v, size_t n)
+/* A copy of a server list (NULL for none). */
+static int servers_copy(char *const *v, size_t n, char ***out)
 {
-	for (size_t i = 0; i < n; i++)
-		mem_free(v[i]);
-	mem_free(v);
-}
-
-static char **strv_dup(char *const *v, size_t n)
-{
-	if (n == 0)
-		return NULL;
-	char **out = mem_calloc(n, sizeof(*out));
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		if (!(out[i] = mem_strdup(v[i]))) {
-			strv_free(out, n);
-			return NULL;
-		}
-	}
-	return out;
+	return addrs_copy((const char *const *)v, n, out);
 }
 
 static void groups_free(struct sm_group *g, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		strv_free(g[i].servers, g[i].n_servers);
+		addrs_free(g[i].servers, g[i].n_servers);
 	mem_free(g);
 }
 
@@ -173,7 +157,7 @@ static void dedup_clear(struct dedup *d)
 static void shard_set_from(struct shard *sh, uint64_t gid, char **servers,
 			   size_t n)
 {
-	strv_free(sh->from_servers, sh->n_from);
+	addrs_free(sh->from_servers, sh->n_from);
 	sh->from_gid = gid;
 	sh->from_servers = servers;
 	sh->n_from = n;
@@ -455,9 +439,9 @@ static int holders_next(const struct skv *k, const struct sm_config *next,
 		if (!src)
 			src = group_find(k->hgroups, k->n_hgroups, gids[i]);
 		g[i].gid = gids[i];
-		if (src && src->n_servers) {
-			g[i].servers = strv_dup(src->servers, src->n_servers);
-			if (!g[i].servers) {
+		if (src) {
+			if (servers_copy(src->servers, src->n_servers,
+					 &g[i].servers)) {
 				groups_free(g, i);
 				mem_free(gids);
 				return STATUS_NO_MEMORY;
@@ -526,7 +510,7 @@ int skv_apply_config(struct skv *k, const Skv__Config *next,
 					k->hgroups, k->n_hgroups, h);
 				char **sv = NULL;
 				size_t n = g ? g->n_servers : 0;
-				if (n && !(sv = strv_dup(g->servers, n)))
+				if (n && servers_copy(g->servers, n, &sv))
 					rc = STATUS_NO_MEMORY;
 				shard_set_from(sh, h, sv, sv ? n : 0);
 				st = SKV_SHARD_PULLING;
@@ -685,9 +669,8 @@ int skv_load_config(struct skv *k, const Skv__Config *cur,
 		}
 		k->hgroups[i].gid = g->gid;
 		k->n_hgroups = i + 1;
-		if (g->n_servers &&
-		    !(k->hgroups[i].servers =
-			      strv_dup(g->servers, g->n_servers))) {
+		if (servers_copy(g->servers, g->n_servers,
+				 &k->hgroups[i].servers)) {
 			skv_reset(k);
 			return STATUS_NO_MEMORY;
 		}
@@ -702,8 +685,8 @@ int skv_load_shard(struct skv *k, uint32_t shard, const Skv__ShardState *st)
 	    st->config_num > skv_config_num(k))
 		return STATUS_INVALID_ARGUMENT;
 	struct shard *sh = &k->shards[shard];
-	char **sv = strv_dup(st->from_servers, st->n_from_servers);
-	if (st->n_from_servers && !sv)
+	char **sv;
+	if (servers_copy(st->from_servers, st->n_from_servers, &sv))
 		return STATUS_NO_MEMORY;
 	sh->state = (enum skv_shard_state)st->state;
 	sh->config_num = st->config_num;

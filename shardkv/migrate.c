@@ -9,6 +9,7 @@
 
 #include "clerk/retry.h"
 #include "clerk/sm_core.h"
+#include "common/addrs.h"
 #include "common/codec.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -116,13 +117,9 @@ int skv_migrate_new(const struct skv_migrate_opts *o,
 	m->seed = o->seed;
 	m->next_id = 1;
 	buf_init(&m->send);
-	m->masters = mem_calloc(o->n_masters, sizeof(*m->masters));
-	if (!m->masters)
+	if (addrs_copy(o->masters, o->n_masters, &m->masters))
 		goto err;
 	m->n_masters = o->n_masters;
-	for (size_t i = 0; i < o->n_masters; i++)
-		if (!(m->masters[i] = mem_strdup(o->masters[i])))
-			goto err;
 	struct clerk_sm_core_opts co = {
 		.n_servers = o->n_masters,
 		.servers = (const char *const *)m->masters,
@@ -141,9 +138,7 @@ err:
 
 static void task_release(struct task *t)
 {
-	for (size_t i = 0; i < t->n_servers; i++)
-		mem_free(t->servers[i]);
-	mem_free(t->servers);
+	addrs_free(t->servers, t->n_servers);
 	buf_free(&t->after);
 }
 
@@ -185,9 +180,7 @@ void skv_migrate_free(struct skv_migrate *m)
 		buf_free(&m->props[i]);
 	mem_free(m->props);
 	clerk_sm_core_free(m->smc);
-	for (size_t i = 0; m->masters && i < m->n_masters; i++)
-		mem_free(m->masters[i]);
-	mem_free(m->masters);
+	addrs_free(m->masters, m->n_masters);
 	buf_free(&m->send);
 	mem_free(m);
 }
@@ -257,16 +250,10 @@ static int task_add(struct skv_migrate *m, uint64_t now_ms, uint32_t shard,
 	t->config_num = in->config_num;
 	t->kind = kind;
 	t->from_gid = in->from_gid;
-	t->servers = mem_calloc(in->n_from, sizeof(*t->servers));
-	if (!t->servers)
+	if (addrs_copy((const char *const *)in->from_servers, in->n_from,
+		       &t->servers))
 		return STATUS_NO_MEMORY;
 	t->n_servers = in->n_from;
-	for (size_t i = 0; i < in->n_from; i++) {
-		if (!(t->servers[i] = mem_strdup(in->from_servers[i]))) {
-			task_release(t);
-			return STATUS_NO_MEMORY;
-		}
-	}
 	clerk_retry_init(&t->rt, t->n_servers,
 			 m->seed ^ ((uint64_t)shard << 32) ^ in->config_num,
 			 0, 0);

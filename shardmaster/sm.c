@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/addrs.h"
 #include "common/mem.h"
 #include "common/status.h"
 
@@ -129,9 +130,7 @@ static void dedup_put(struct sm *m, uint64_t id, uint64_t seq,
 /* Frees a group's server list. */
 static void group_clear(struct sm_group *g)
 {
-	for (size_t i = 0; i < g->n_servers; i++)
-		mem_free(g->servers[i]);
-	mem_free(g->servers);
+	addrs_free(g->servers, g->n_servers);
 	g->servers = NULL;
 	g->n_servers = 0;
 }
@@ -168,16 +167,10 @@ static int group_set(struct sm_group *g, uint64_t gid, char *const *servers,
 {
 	g->gid = gid;
 	g->n_servers = 0;
-	g->servers = mem_calloc(n ? n : 1, sizeof(*g->servers));
-	if (!g->servers)
-		return STATUS_NO_MEMORY;
-	for (size_t i = 0; i < n; i++) {
-		g->servers[i] = mem_strdup(servers[i]);
-		if (!g->servers[i])
-			return STATUS_NO_MEMORY;
-		g->n_servers++;
-	}
-	return STATUS_OK;
+	int rc = addrs_copy((const char *const *)servers, n, &g->servers);
+	if (rc == STATUS_OK)
+		g->n_servers = n;
+	return rc;
 }
 
 /* A copy of `src` with room for `extra_groups` more groups. */
