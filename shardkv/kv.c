@@ -35,6 +35,7 @@ struct shard {
 
 struct skv {
 	uint64_t gid;
+	uint64_t version; /* skv_version */
 	uint32_t nshards;
 	struct sm_config *cur; /* NULL at configuration 0 */
 	struct shard *shards;  /* nshards */
@@ -184,13 +185,16 @@ void skv_reset(struct skv *k)
 	k->hgroups = NULL;
 	k->n_hgroups = 0;
 	k->nshards = 0;
+	k->version++;
 }
 
 struct skv *skv_new(uint64_t gid)
 {
 	struct skv *k = mem_calloc(1, sizeof(*k));
-	if (k)
+	if (k) {
 		k->gid = gid;
+		k->version = 1;
+	}
 	return k;
 }
 
@@ -223,6 +227,11 @@ static int shards_alloc(struct skv *k, uint32_t n)
 uint64_t skv_gid(const struct skv *k)
 {
 	return k->gid;
+}
+
+uint64_t skv_version(const struct skv *k)
+{
+	return k->version;
 }
 
 uint32_t skv_nshards(const struct skv *k)
@@ -534,6 +543,7 @@ int skv_apply_config(struct skv *k, const Skv__Config *next,
 	k->n_hgroups = n_hg;
 	if (ch)
 		ch->config = true;
+	k->version++;
 	return rc;
 }
 
@@ -559,6 +569,7 @@ int skv_apply_insert(struct skv *k, const Skv__InsertShard *ins,
 			return rc;
 	}
 	sh->state = SKV_SHARD_GCING;
+	k->version++;
 	if (ch)
 		ch->dedup = true;
 	return changed(ch, ins->shard);
@@ -573,6 +584,7 @@ int skv_apply_delete(struct skv *k, uint64_t config_num, uint32_t shard,
 	if (sh->state != SKV_SHARD_BEPULLING || sh->config_num != config_num)
 		return STATUS_ALREADY_EXISTS;
 	sh->state = SKV_SHARD_NONE;
+	k->version++;
 	dedup_clear(&sh->dedup);
 	if (ch)
 		ch->delete_data = true;
@@ -588,6 +600,7 @@ int skv_apply_gc_done(struct skv *k, uint64_t config_num, uint32_t shard,
 	if (sh->state != SKV_SHARD_GCING || sh->config_num != config_num)
 		return STATUS_ALREADY_EXISTS;
 	sh->state = SKV_SHARD_SERVING;
+	k->version++;
 	shard_set_from(sh, 0, NULL, 0);
 	return changed(ch, shard);
 }
@@ -690,6 +703,7 @@ int skv_load_shard(struct skv *k, uint32_t shard, const Skv__ShardState *st)
 		return STATUS_NO_MEMORY;
 	sh->state = (enum skv_shard_state)st->state;
 	sh->config_num = st->config_num;
+	k->version++;
 	shard_set_from(sh, st->from_gid, sv, sv ? st->n_from_servers : 0);
 	return STATUS_OK;
 }

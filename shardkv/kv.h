@@ -81,6 +81,9 @@ void skv_reset(struct skv *k);
 uint64_t skv_gid(const struct skv *k);
 /* 0 until the first configuration applied. */
 uint32_t skv_nshards(const struct skv *k);
+/* Changes whenever the configuration or a shard's state does (apply,
+ * load, reset); for observers that cache what they derive from them. */
+uint64_t skv_version(const struct skv *k);
 /* The current configuration; NULL at configuration 0. Borrowed. */
 const struct sm_config *skv_config(const struct skv *k);
 uint64_t skv_config_num(const struct skv *k);

@@ -79,8 +79,12 @@ struct skv_migrate {
 	bool leader;
 	uint64_t term;
 	uint64_t proposed_config; /* emitted this term; 0 = none */
+	/* Derived from the state machine at skv_version view_version. */
+	uint64_t view_version;
 	uint64_t cur_num;
 	bool stable;
+	/* The tasks match the shards of this skv_version (0: redo). */
+	uint64_t tasks_version;
 
 	struct task *tasks;
 	size_t n_tasks, cap_tasks;
@@ -165,6 +169,7 @@ void skv_migrate_reset(struct skv_migrate *m)
 	m->n_calls = j;
 	props_clear(m);
 	m->proposed_config = 0;
+	m->tasks_version = 0;
 }
 
 void skv_migrate_free(struct skv_migrate *m)
@@ -263,16 +268,18 @@ static int task_add(struct skv_migrate *m, uint64_t now_ms, uint32_t shard,
 	return STATUS_OK;
 }
 
-/* Makes the tasks match the PULLING and GCING shards of `st`. */
-static void tasks_sync(struct skv_migrate *m, uint64_t now_ms,
+/* Makes the tasks match the PULLING and GCING shards of `st`; false if
+ * memory ran short (the next update tries again). */
+static bool tasks_sync(struct skv_migrate *m, uint64_t now_ms,
 		       const struct skv *st)
 {
 	uint32_t n = skv_nshards(st);
+	bool ok = true;
 	if (n != m->nshards) {
 		skv_migrate_reset(m);
 		uint32_t *p = mem_realloc(m->task_of, n * sizeof(*p));
 		if (!p && n)
-			return;
+			return false;
 		m->task_of = p;
 		m->nshards = n;
 		for (uint32_t s = 0; s < n; s++)
@@ -298,10 +305,26 @@ static void tasks_sync(struct skv_migrate *m, uint64_t now_ms,
 		struct skv_shard_info in;
 		skv_shard(st, s, &in);
 		if (in.state == SKV_SHARD_PULLING)
-			task_add(m, now_ms, s, &in, SKV_CALL_PULL_SHARD);
+			ok &= task_add(m, now_ms, s, &in,
+				       SKV_CALL_PULL_SHARD) == STATUS_OK;
 		else if (in.state == SKV_SHARD_GCING)
-			task_add(m, now_ms, s, &in, SKV_CALL_DELETE_SHARD);
+			ok &= task_add(m, now_ms, s, &in,
+				       SKV_CALL_DELETE_SHARD) == STATUS_OK;
 	}
+	return ok;
+}
+
+/* Refreshes what the driver derives from the state machine, only when
+ * it changed: every loop turn comes here, and a scan of thousands of
+ * shards per turn would be waste. */
+static void view(struct skv_migrate *m, const struct skv *st)
+{
+	uint64_t v = skv_version(st);
+	if (v == m->view_version)
+		return;
+	m->view_version = v;
+	m->cur_num = skv_config_num(st);
+	m->stable = skv_stable(st);
 }
 
 /* ---- updates ---- */
@@ -343,8 +366,7 @@ void skv_migrate_update(struct skv_migrate *m, uint64_t now_ms,
 		m->term = term;
 		m->next_poll_ms = now_ms;
 	}
-	m->cur_num = skv_config_num(st);
-	m->stable = skv_stable(st);
+	view(m, st);
 	if (clerk_sm_core_busy(m->smc) &&
 	    clerk_sm_core_wake_ms(m->smc) <= now_ms)
 		clerk_sm_core_tick(m->smc, now_ms);
@@ -354,7 +376,9 @@ void skv_migrate_update(struct skv_migrate *m, uint64_t now_ms,
 			skv_migrate_reset(m);
 		return;
 	}
-	tasks_sync(m, now_ms, st);
+	if (m->tasks_version != m->view_version &&
+	    tasks_sync(m, now_ms, st))
+		m->tasks_version = m->view_version;
 	if (m->stable && !clerk_sm_core_busy(m->smc) &&
 	    now_ms >= m->next_poll_ms &&
 	    m->proposed_config != m->cur_num + 1) {
@@ -571,8 +595,7 @@ void skv_migrate_call_done(struct skv_migrate *m, uint64_t now_ms,
 	if (status == STATUS_OK && !reply)
 		status = STATUS_INTERNAL;
 
-	m->cur_num = skv_config_num(st);
-	m->stable = skv_stable(st);
+	view(m, st);
 	if (c.kind == SKV_CALL_QUERY) {
 		clerk_sm_core_on_reply(m->smc, now_ms, c.sm_attempt, status,
 				       (const Skv__SmReply *)reply);
