@@ -560,3 +560,21 @@ Test(kv, random_histories_never_lose_or_fork_a_shard)
 		    " (replay one with KV_PROP_SEED=n)",
 		    runs, seed0);
 }
+
+Test(kv, version_moves_with_shard_states_not_with_writes)
+{
+	struct skv *k = skv_new(100);
+	uint64_t v = skv_version(k);
+	cr_assert_eq(apply(k, 1, all100), STATUS_OK);
+	cr_assert_neq(skv_version(k), v);
+	v = skv_version(k);
+	cr_assert_eq(skv_dedup_record(k, 1, 5, 1, STATUS_OK), STATUS_OK);
+	cr_assert_eq(apply(k, 3, all100), STATUS_ALREADY_EXISTS);
+	cr_assert_eq(skv_version(k), v, "a write or a refused config");
+	cr_assert_eq(apply(k, 2, split), STATUS_OK);
+	cr_assert_neq(skv_version(k), v);
+	v = skv_version(k);
+	cr_assert_eq(skv_apply_delete(k, 2, 7, NULL), STATUS_OK);
+	cr_assert_neq(skv_version(k), v);
+	skv_free(k);
+}
