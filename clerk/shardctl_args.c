@@ -25,6 +25,8 @@ static const char usage_leave[] =
 	"usage: shardctl [FLAGS] leave GID [GID ...]";
 static const char usage_move[] = "usage: shardctl [FLAGS] move SHARD GID";
 static const char usage_query[] = "usage: shardctl [FLAGS] query [NUM]";
+static const char usage_status[] =
+	"usage: shardctl [FLAGS] status [ADDR ...]";
 static const char usage_all[] =
 	"usage: shardctl [--masters ADDR,ADDR,...] [--timeout MS] [--json] "
 	"COMMAND [ARG...]";
@@ -40,6 +42,8 @@ const char *shardctl_cmd_usage(enum shardctl_cmd c)
 		return usage_move;
 	case SHARDCTL_QUERY:
 		return usage_query;
+	case SHARDCTL_STATUS:
+		return usage_status;
 	case SHARDCTL_NONE:
 	case SHARDCTL_HELP:
 		break;
@@ -66,6 +70,14 @@ void shardctl_usage(FILE *out)
 		"the next join/leave)\n"
 		"  query [NUM]          show configuration NUM (default: the "
 		"latest)\n"
+		"  status [ADDR ...]    ask every server for its status: "
+		"the shard masters,\n"
+		"                       every group of the latest "
+		"configuration, and ADDRs\n"
+		"                       (e.g. a group that left); which "
+		"node leads, terms,\n"
+		"                       log indexes, configuration and "
+		"shard states\n"
 		"  help                 show this help\n"
 		"\n"
 		"  GID is " GID_RANGE ";\n"
@@ -85,6 +97,8 @@ void shardctl_usage(FILE *out)
 		"{\"num\":N,\"shards\":[GID,...],\n"
 		"  \"groups\":{\"GID\":[ADDR,...]}} for query, "
 		"{\"ok\":true,\"config\":{...}} for a change,\n"
+		"  {\"ok\":true,\"config\":{...},\"masters\":[...],"
+		"\"groups\":[...],\"others\":[...]} for status,\n"
 		"  {\"ok\":false,\"status\":\"...\",\"error\":\"...\"} for "
 		"an error.\n"
 		"\n"
@@ -337,6 +351,29 @@ static int parse_query(struct shardctl_args *a, int n, char **args,
 	return STATUS_OK;
 }
 
+static int parse_status(struct shardctl_args *a, int n, char **args,
+			char *err, size_t cap)
+{
+	if (n == 0)
+		return STATUS_OK;
+	a->addrs = mem_calloc((size_t)n, sizeof(*a->addrs));
+	if (!a->addrs)
+		return cli_fail(err, cap, "out of memory");
+	for (int i = 0; i < n; i++) {
+		char why[128];
+		if (shardctl_check_addr(args[i], why, sizeof(why)))
+			return cli_fail(err, cap,
+					"status: bad address '%s' (%s): "
+					"expected " CLI_ADDR_FORM,
+					args[i], why);
+		a->addrs[i] = mem_strdup(args[i]);
+		if (!a->addrs[i])
+			return cli_fail(err, cap, "out of memory");
+		a->n_addrs = (size_t)i + 1;
+	}
+	return STATUS_OK;
+}
+
 /* ---- the whole line ---- */
 
 int shardctl_parse(int argc, char **argv, const char *env_masters,
@@ -361,8 +398,8 @@ int shardctl_parse(int argc, char **argv, const char *env_masters,
 	}
 	if (np == 0) {
 		rc = cli_fail(err, cap,
-			      "no command given (join, leave, move, query or "
-			      "help)");
+			      "no command given (join, leave, move, query, "
+			      "status or help)");
 		goto out;
 	}
 	const char *cmd = pos[0];
@@ -374,10 +411,12 @@ int shardctl_parse(int argc, char **argv, const char *env_masters,
 		a->cmd = SHARDCTL_MOVE;
 	else if (strcmp(cmd, "query") == 0)
 		a->cmd = SHARDCTL_QUERY;
+	else if (strcmp(cmd, "status") == 0)
+		a->cmd = SHARDCTL_STATUS;
 	else {
 		rc = cli_fail(err, cap,
 			      "unknown command '%s' (commands: join, leave, "
-			      "move, query, help)",
+			      "move, query, status, help)",
 			      cmd);
 		goto out;
 	}
@@ -396,6 +435,9 @@ int shardctl_parse(int argc, char **argv, const char *env_masters,
 		break;
 	case SHARDCTL_QUERY:
 		rc = parse_query(a, n, args, err, cap);
+		break;
+	case SHARDCTL_STATUS:
+		rc = parse_status(a, n, args, err, cap);
 		break;
 	case SHARDCTL_NONE:
 	case SHARDCTL_HELP:
@@ -430,6 +472,7 @@ void shardctl_args_release(struct shardctl_args *a)
 				      a->groups[i].n_servers);
 	mem_free(a->groups);
 	mem_free(a->gids);
+	shardctl_free_strings(a->addrs, a->n_addrs);
 	memset(a, 0, sizeof(*a));
 	a->num = -1;
 }

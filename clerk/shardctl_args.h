@@ -32,6 +32,7 @@ enum shardctl_cmd {
 	SHARDCTL_LEAVE,
 	SHARDCTL_MOVE,
 	SHARDCTL_QUERY,
+	SHARDCTL_STATUS,
 };
 
 struct shardctl_group {
@@ -57,6 +58,8 @@ struct shardctl_args {
 	uint32_t shard;		       /* move */
 	uint64_t gid;		       /* move */
 	int64_t num;		       /* query; -1 = latest */
+	char **addrs;		       /* status: more servers to ask */
+	size_t n_addrs;
 };
 
 /*

@@ -29,8 +29,11 @@
 #include "common/monotime.h"
 #include "common/raft/node.h"
 #include "common/status.h"
+#include "proto/node.pb-c.h"
 
 #define METHODS_MAX 16
+/* The method id of /skv.Node/Status, answered by the host itself. */
+#define METHOD_STATUS (-1)
 
 struct method_ctx {
 	struct host *h;
@@ -53,6 +56,8 @@ struct host {
 	size_t n_peers;
 	struct method_ctx methods[METHODS_MAX];
 	size_t n_methods;
+	struct method_ctx status_ctx;
+	uint64_t started_ms; /* monotime_now_ms at host_new */
 
 	/* Loop thread only (or after the loop stopped). */
 	struct loop_event stop_ev;
@@ -77,7 +82,14 @@ static void incoming_run(struct loop_event *ev)
 	struct host *h = in->h;
 	uint64_t token;
 
-	if (h->stopped || loop_stopping(h->loop))
+	if (in->method == METHOD_STATUS) {
+		/* Answered now, from the loop's state: nothing is held. */
+		if (h->stopped || loop_stopping(h->loop) || !h->ops->status)
+			rpc_call_fail(in->call, STATUS_SHUTDOWN,
+				      "server shutting down");
+		else
+			h->ops->status(h->ctx, in->call);
+	} else if (h->stopped || loop_stopping(h->loop))
 		h->ops->refuse(h->ctx, in->method, in->call, STATUS_SHUTDOWN,
 			       "server shutting down");
 	else if (held_add(&h->held, in->call, in->method, &token) !=
@@ -152,6 +164,12 @@ int host_new(const struct host_opts *o, struct host **out, char *err,
 	if (!h->loop || !h->srv || !h->cli)
 		goto nomem;
 	loop_set_turn_hook(h->loop, on_turn, h);
+	h->started_ms = monotime_now_ms();
+	h->status_ctx = (struct method_ctx){h, METHOD_STATUS};
+	if (rpc_server_add_method(h->srv, HOST_STATUS_PATH,
+				  &skv__node_status_request__descriptor,
+				  on_request, &h->status_ctx) != STATUS_OK)
+		goto nomem;
 	*out = h;
 	return STATUS_OK;
 nomem:
@@ -257,6 +275,31 @@ void host_log_leader(struct host *h, const struct raft *r)
 			 leader,
 			 leader <= h->n_peers ? h->peers[leader - 1] : "?",
 			 term);
+}
+
+void host_status_fill(const struct host *h, const struct raft *r,
+		      Skv__NodeStatusReply *rep)
+{
+	rep->id = h->id;
+	rep->nodes = (uint32_t)h->n_peers;
+	rep->address = h->id >= 1 && h->id <= h->n_peers ? h->peers[h->id - 1]
+							 : "";
+	rep->uptime_ms = monotime_now_ms() - h->started_ms;
+	if (!r) {
+		rep->role = "stopped";
+		return;
+	}
+	rep->role = (char *)raft_role_name(raft_role(r));
+	rep->term = raft_term(r);
+	uint32_t leader = raft_leader(r);
+	rep->leader_id = leader;
+	rep->leader = leader >= 1 && leader <= h->n_peers ? h->peers[leader - 1]
+							  : "";
+	rep->commit_index = raft_commit_index(r);
+	rep->applied_index = raft_applied_index(r);
+	rep->last_index = raft_last_index(r);
+	rep->snapshot_index = raft_snapshot_index(r);
+	rep->log_bytes = raft_log_bytes(r);
 }
 
 void host_stop(struct host *h)

@@ -8,6 +8,9 @@
  * by token (common/held.h). The owner brings and keeps the store, the
  * service and the Raft node.
  *
+ * Status: the host serves HOST_STATUS_PATH (proto/node.proto) for every
+ * server; the owner's ops->status answers it on the loop.
+ *
  * How a request flows: the gRPC thread decodes it and only posts it to
  * the loop; there it gets a token (its call held here) and goes to
  * ops->request; the service's answer, on the loop, goes out with
@@ -52,6 +55,10 @@
 #include "common/loop.h"
 #include "common/raft/raft.h"
 #include "common/rpc/rpc.h"
+#include "proto/node.pb-c.h"
+
+/* Where every server answers its status (proto/node.proto). */
+#define HOST_STATUS_PATH "/skv.Node/Status"
 
 struct raft_fsm_ops;
 struct raft_node_opts;
@@ -97,6 +104,11 @@ struct host_ops {
 	/* Loop thread: the turn hook, while not stopped (raft_node_turn,
 	 * then the service). */
 	void (*turn)(void *ctx);
+	/* Loop thread: answers `call`, a /skv.Node/Status request, with a
+	 * Skv__NodeStatusReply (host_status_fill, then the service's part),
+	 * now: rpc_call_reply. Never called once stopped (the host fails
+	 * such a call SHUTDOWN itself, as when this is NULL). */
+	void (*status)(void *ctx, struct rpc_call *call);
 	/* Loop thread (or loop_drain), once: from now on requests are
 	 * refused; answer what the service holds (host_reply) and detach
 	 * it from Raft. */
@@ -154,6 +166,13 @@ void host_reply(struct host *h, uint64_t token,
 /* Loop thread: logs one INFO line whenever the leader or its term seen
  * on `r` changes (not per request). */
 void host_log_leader(struct host *h, const struct raft *r);
+
+/* Loop thread: fills the replica's part of a status reply: id, nodes,
+ * address, uptime, and from `r` (the core in use; NULL = none, role
+ * "stopped") role, term, leader, the indexes and the log's bytes. The
+ * strings set borrow from the host and r: reply before the turn ends. */
+void host_status_fill(const struct host *h, const struct raft *r,
+		      Skv__NodeStatusReply *rep);
 
 /* The ordered stop (see the life cycle); blocks until done. Idempotent.
  * Not on the loop thread. */

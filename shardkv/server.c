@@ -45,6 +45,8 @@ struct skv_server {
 	struct host *host;
 	struct raft_node *node;
 	struct skv_service *svc;
+	uint64_t gid;
+	char cluster[DATADIR_CLUSTER_MAX + 1];
 
 	/* Loop thread only (or after the loop stopped). */
 	struct raft *attached; /* the core the service is attached to */
@@ -248,8 +250,49 @@ static void on_stop(void *ctx)
 	s->attached = NULL;
 }
 
+/* host_ops.status: the replica, the applied configuration and every
+ * shard the group holds some state for. */
+static void on_status(void *ctx, struct rpc_call *call)
+{
+	struct skv_server *s = ctx;
+	const struct skv *k = skv_service_state(s->svc);
+	Skv__NodeStatusReply rep = SKV__NODE_STATUS_REPLY__INIT;
+	host_status_fill(s->host, s->attached, &rep);
+	rep.kind = "shardkv";
+	rep.cluster = s->cluster;
+	rep.gid = s->gid;
+	rep.config_num = skv_config_num(k);
+
+	uint32_t n = skv_nshards(k);
+	Skv__ShardStatus *sh = n ? mem_calloc(n, sizeof(*sh)) : NULL;
+	Skv__ShardStatus **shp = n ? mem_calloc(n, sizeof(*shp)) : NULL;
+	if (n && (!sh || !shp)) {
+		mem_free(sh);
+		mem_free(shp);
+		rpc_call_fail(call, STATUS_NO_MEMORY, "out of memory");
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct skv_shard_info si;
+		skv_shard(k, i, &si);
+		if (si.state == SKV_SHARD_NONE)
+			continue;
+		Skv__ShardStatus *e = &sh[rep.n_shards];
+		skv__shard_status__init(e);
+		e->shard = i;
+		e->state = (char *)skv_shard_state_name(si.state);
+		e->config_num = si.config_num;
+		shp[rep.n_shards++] = e;
+	}
+	rep.shards = shp;
+	rpc_call_reply(call, &rep.base);
+	mem_free(shp);
+	mem_free(sh);
+}
+
 static const struct host_ops skv_host_ops = {
 	.request = on_request,
+	.status = on_status,
 	.refuse = on_refuse,
 	.turn = on_turn,
 	.stop = on_stop,
@@ -369,6 +412,8 @@ int skv_server_start(const struct skv_server_opts *o, struct skv_server **out,
 		return STATUS_NO_MEMORY;
 	}
 	loop_timer_init(&s->wake, on_wake);
+	s->gid = o->gid;
+	snprintf(s->cluster, sizeof(s->cluster), "%s", cluster);
 
 	struct datadir_identity want = {
 		.kind = "shardkv",

@@ -34,6 +34,7 @@ struct sm_server {
 	struct raft_node *node;
 	struct sm_service *svc;
 	uint32_t nshards_given; /* 0: not given, no warning */
+	char cluster[DATADIR_CLUSTER_MAX + 1];
 
 	/* Loop thread only (or after the loop stopped). */
 	struct raft *attached; /* the core the service is attached to */
@@ -103,8 +104,21 @@ static void on_stop(void *ctx)
 	s->attached = NULL;
 }
 
+/* host_ops.status: the replica, and the latest configuration. */
+static void on_status(void *ctx, struct rpc_call *call)
+{
+	struct sm_server *s = ctx;
+	Skv__NodeStatusReply rep = SKV__NODE_STATUS_REPLY__INIT;
+	host_status_fill(s->host, s->attached, &rep);
+	rep.kind = "shardmaster";
+	rep.cluster = s->cluster;
+	rep.config_num = sm_latest_num(sm_service_sm(s->svc));
+	rpc_call_reply(call, &rep.base);
+}
+
 static const struct host_ops sm_host_ops = {
 	.request = on_request,
+	.status = on_status,
 	.refuse = on_refuse,
 	.turn = on_turn,
 	.stop = on_stop,
@@ -180,6 +194,7 @@ int sm_server_start(const struct sm_server_opts *o, struct sm_server **out,
 		return STATUS_NO_MEMORY;
 	}
 	s->nshards_given = o->nshards;
+	snprintf(s->cluster, sizeof(s->cluster), "%s", cluster);
 
 	struct datadir_identity want = {
 		.kind = "shardmaster",

@@ -31,8 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clerk/status.h"
 #include "common/monotime.h"
 #include "common/shard.h"
+#include "common/status.h"
 #include "tests/e2e/procs.h"
 #include "tests/port.h"
 
@@ -321,6 +323,121 @@ static struct proc *group_leader(int g)
 	return &groups[g][leader - 1];
 }
 
+/* ======== status ======== */
+
+/* The latest configuration's number. */
+static uint64_t latest_num(void)
+{
+	int rc = shardctl("query", NULL);
+	const char *p = strstr(ctl_run.out, "{\"num\":");
+	cr_assert(rc == 0 && p, "query: exit %d: %s%s", rc, ctl_run.out,
+		  ctl_run.err);
+	return strtoull(p + strlen("{\"num\":"), NULL, 10);
+}
+
+/* Whether the replicas' status agrees with configuration `num`: each
+ * reports its kind, gid, id and `num`; one leader, which every replica
+ * names; the same applied index; a group's replicas serve exactly
+ * `want` (a shard set) and hold nothing else. Why not, into why. */
+static bool status_settled(struct proc *ps, uint64_t num, bool kv,
+			   uint32_t want, char *why, size_t cap)
+{
+	const char *addrs[NREP];
+	char buf[NREP][32];
+	for (int i = 0; i < NREP; i++) {
+		const char *list = kv ? peer_list[ps[0].gid - 100]
+				      : master_list;
+		const char *p = list;
+		for (int k = 0; k < i; k++)
+			p = strchr(p, ',') + 1;
+		size_t len = strcspn(p, ",");
+		snprintf(buf[i], sizeof(buf[i]), "%.*s", (int)len, p);
+		addrs[i] = buf[i];
+	}
+	struct node_status_result res[NREP];
+	node_status_get_many(addrs, NREP, 2000, res);
+	bool ok = false;
+	int leaders = 0;
+	for (int i = 0; i < NREP; i++) {
+		const Skv__NodeStatusReply *r = res[i].reply;
+		if (res[i].status != STATUS_OK) {
+			snprintf(why, cap, "%s: %s", addrs[i], res[i].err);
+			goto out;
+		}
+		cr_assert_str_eq(r->kind, kv ? "shardkv" : "shardmaster");
+		cr_assert_eq(r->gid, ps[i].gid);
+		cr_assert_eq(r->id, ps[i].id);
+		cr_assert_eq(r->nodes, NREP);
+		cr_assert_str_eq(r->address, addrs[i]);
+		leaders += strcmp(r->role, "leader") == 0;
+		uint32_t serving = 0;
+		for (size_t k = 0; k < r->n_shards; k++) {
+			if (strcmp(r->shards[k]->state, "serving") != 0) {
+				snprintf(why, cap, "%s: shard %u is %s",
+					 addrs[i], r->shards[k]->shard,
+					 r->shards[k]->state);
+				goto out;
+			}
+			serving |= 1u << r->shards[k]->shard;
+		}
+		if (r->config_num != num || (kv && serving != want) ||
+		    r->applied_index != res[0].reply->applied_index ||
+		    strcmp(r->leader, res[0].reply->leader) != 0) {
+			snprintf(why, cap,
+				 "%s: config %" PRIu64 " (want %" PRIu64
+				 "), serving %#x (want %#x), applied %" PRIu64
+				 " (node 1: %" PRIu64 "), leader '%s'",
+				 addrs[i], r->config_num, num, serving, want,
+				 r->applied_index,
+				 res[0].reply->applied_index, r->leader);
+			goto out;
+		}
+	}
+	ok = leaders == 1;
+	if (!ok)
+		snprintf(why, cap, "%d leaders", leaders);
+out:
+	node_status_results_free(res, NREP);
+	return ok;
+}
+
+/* Waits until the shard master and the groups g in [from, NGROUPS) all
+ * report the latest configuration, settled (status_settled); then
+ * `shardctl status --json` shows the same. */
+static void expect_status(int from)
+{
+	uint64_t num = latest_num();
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
+	char why[512] = "";
+	bool ok;
+	do {
+		ok = status_settled(masters, num, false, 0, why, sizeof(why));
+		for (int g = from; ok && g < NGROUPS; g++)
+			ok = status_settled(groups[g], num, true,
+					    shards_of(num, g), why,
+					    sizeof(why));
+	} while (!ok && monotime_now_ms() < end && (procs_pause(), true));
+	cr_assert(ok, "status never settled at config %" PRIu64 ": %s", num,
+		  why);
+
+	int rc = shardctl("status", NULL);
+	cr_assert(rc == 0 && strstr(ctl_run.out, "{\"ok\":true"),
+		  "status: exit %d: %s%s", rc, ctl_run.out, ctl_run.err);
+	const char *p = ctl_run.out;
+	int n_leaders = 0, n_nodes = 0;
+	while ((p = strstr(p, "\"reachable\":true"))) {
+		n_nodes++;
+		p++;
+	}
+	for (p = ctl_run.out; (p = strstr(p, "\"role\":\"leader\""));
+	     p++)
+		n_leaders++;
+	cr_assert_eq(n_nodes, NREP * (1 + NGROUPS - from), "%s",
+		     ctl_run.out);
+	cr_assert_eq(n_leaders, 1 + NGROUPS - from, "%s", ctl_run.out);
+	cr_log_info("status settled at config %" PRIu64, num);
+}
+
 /* ======== suite ======== */
 
 static void proc_init(struct proc *p, bool kv, uint64_t gid, uint32_t id)
@@ -430,6 +547,7 @@ Test(kv_procs, keys_survive_moves_group_shutdown_and_kill_9)
 	expect_all();
 	start_all(other, 1);
 	expect_all();
+	expect_status(1);
 
 	for (int g = 1; g < NGROUPS; g++)
 		for (int i = 0; i < NREP; i++)

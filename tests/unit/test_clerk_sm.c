@@ -1060,6 +1060,34 @@ Test(shardctl_args, parses_each_command)
 	shardctl_args_release(&a);
 }
 
+Test(shardctl_args, status_takes_extra_servers)
+{
+	struct shardctl_args a;
+	char err[512];
+	cr_assert_eq(parse_line(NULL, &a, err, sizeof(err), M, "status",
+				NULL),
+		     STATUS_OK, "%s", err);
+	cr_assert_eq(a.cmd, SHARDCTL_STATUS);
+	cr_assert_eq(a.n_addrs, 0);
+	shardctl_args_release(&a);
+	cr_assert_eq(parse_line(NULL, &a, err, sizeof(err), M, "status",
+				"127.0.0.1:7101", "h:7102", NULL),
+		     STATUS_OK, "%s", err);
+	cr_assert_eq(a.n_addrs, 2);
+	cr_assert_str_eq(a.addrs[0], "127.0.0.1:7101");
+	cr_assert_str_eq(a.addrs[1], "h:7102");
+	shardctl_args_release(&a);
+	cr_assert_eq(parse_line(NULL, &a, err, sizeof(err), M, "status",
+				"h:1", "h", NULL),
+		     STATUS_INVALID_ARGUMENT);
+	cr_assert_eq(a.cmd, SHARDCTL_STATUS);
+	cr_assert(strstr(err, "status: bad address 'h' (no port)"), "%s",
+		  err);
+	cr_assert_str_eq(shardctl_cmd_usage(a.cmd),
+			 "usage: shardctl [FLAGS] status [ADDR ...]");
+	shardctl_args_release(&a);
+}
+
 struct bad_line {
 	const char *args[6];
 	enum shardctl_cmd cmd;
