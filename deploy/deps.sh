@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
   librocksdb-dev libcriterion-dev
+  python3-yaml
 )
 
 missing=()

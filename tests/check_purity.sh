@@ -14,7 +14,7 @@ pure=(
   shardmaster/sm.c shardmaster/rebalance.c clerk/retry.c clerk/sm_core.c
   clerk/kv_core.c shardkv/kv.c shardkv/migrate.c tests/lin/lin.c
   common/raft/waits.c
-  common/addrs.c clerk/cli.c
+  common/addrs.c clerk/cli.c clerk/kvbench_args.c
 )
 
 forbidden='#[[:space:]]*include[[:space:]]*<(pthread\.h|time\.h|sys/time\.h|threads\.h|grpc/|rocksdb/|sys/socket\.h|netinet/|arpa/|unistd\.h|sys/random\.h)'

@@ -194,9 +194,12 @@ bool procs_server_wait_started(struct procs_server *s, long from,
 				  s->name, st, tail);
 			return false; /* the port: try again */
 		}
-		cr_assert_lt(monotime_now_ms(), end,
-			     "%s: no 'started' in %d ms", s->name,
-			     PROCS_DEADLINE_MS);
+		if (monotime_now_ms() >= end) {
+			char tail[1024];
+			procs_file_tail(s->log, tail, sizeof(tail));
+			cr_assert_fail("%s: no 'started' in %d ms:\n%s",
+				       s->name, PROCS_DEADLINE_MS, tail);
+		}
 		procs_pause();
 	}
 }
@@ -220,10 +223,79 @@ void procs_server_wait_log(const struct procs_server *s, long from,
 	}
 }
 
+void procs_server_start_all(struct procs_server *const ss[],
+			    char **const argvs[], int n)
+{
+	long from[PROCS_START_MAX];
+	cr_assert_leq(n, PROCS_START_MAX);
+	for (int i = 0; i < n; i++) {
+		from[i] = procs_file_size(ss[i]->log);
+		procs_server_spawn(ss[i], argvs[i]);
+	}
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
+	for (int i = 0; i < n; i++) {
+		while (!procs_server_wait_started(ss[i], from[i], end)) {
+			procs_pause();
+			from[i] = procs_file_size(ss[i]->log);
+			procs_server_spawn(ss[i], argvs[i]);
+		}
+	}
+}
+
+/* Waits for the state change `what` (WUNTRACED: stopped, WCONTINUED:
+ * running again) of s after its signal. */
+static void wait_state(struct procs_server *s, int what)
+{
+	uint64_t end = monotime_now_ms() + PROCS_DEADLINE_MS;
+	for (;;) {
+		int st = 0;
+		pid_t r = waitpid(s->pid, &st, what | WNOHANG);
+		if (r == s->pid) {
+			cr_assert(what == WUNTRACED ? WIFSTOPPED(st)
+						    : WIFCONTINUED(st),
+				  "%s: wait status %#x while %s", s->name, st,
+				  what == WUNTRACED ? "stopping" : "resuming");
+			return;
+		}
+		cr_assert(r == 0 || errno == EINTR, "%s: waitpid: %s",
+			  s->name, strerror(errno));
+		cr_assert_lt(monotime_now_ms(), end, "%s: not %s in %d ms",
+			     s->name, what == WUNTRACED ? "stopped" : "resumed",
+			     PROCS_DEADLINE_MS);
+		procs_pause();
+	}
+}
+
+void procs_server_pause(struct procs_server *s)
+{
+	cr_assert(s->pid && !s->paused, "%s: pause: %s", s->name,
+		  s->pid ? "already paused" : "not running");
+	kill(s->pid, SIGSTOP);
+	wait_state(s, WUNTRACED);
+	s->paused = true;
+}
+
+void procs_server_resume(struct procs_server *s)
+{
+	if (!s->paused)
+		return;
+	s->paused = false;
+	if (!s->pid)
+		return;
+	kill(s->pid, SIGCONT);
+	wait_state(s, WCONTINUED);
+}
+
 void procs_server_kill9(struct procs_server *s)
 {
 	if (!s->pid)
 		return;
+	if (s->paused) {
+		/* SIGKILL ends a stopped process too; resume it anyway, so
+		 * no stopped child is left behind whatever happens next. */
+		kill(s->pid, SIGCONT);
+		s->paused = false;
+	}
 	kill(s->pid, SIGKILL);
 	procs_reap(s->pid, monotime_now_ms() + PROCS_DEADLINE_MS);
 	s->pid = 0;
@@ -232,6 +304,7 @@ void procs_server_kill9(struct procs_server *s)
 void procs_server_stop(struct procs_server *s)
 {
 	cr_assert_neq(s->pid, 0);
+	procs_server_resume(s);
 	kill(s->pid, SIGTERM);
 	int st = procs_reap(s->pid, monotime_now_ms() + PROCS_DEADLINE_MS);
 	s->pid = 0;

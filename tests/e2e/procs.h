@@ -12,7 +12,8 @@
  *
  * Invariant: every wait here ends at a deadline; a child still running
  * at its deadline is killed with SIGKILL. Failures are criterion
- * assertions that quote the tail of the process's log.
+ * assertions that quote the tail of the process's log. A server paused
+ * with procs_server_pause is resumed before it is killed or stopped.
  */
 #ifndef SKV_TESTS_E2E_PROCS_H
 #define SKV_TESTS_E2E_PROCS_H
@@ -29,6 +30,8 @@
 #define PROCS_OUT_MAX 65536
 /* Tools running at once. */
 #define PROCS_TOOLS_MAX 32
+/* Servers started at once by procs_server_start_all. */
+#define PROCS_START_MAX 64
 
 /* Suite init: ignores SIGPIPE and makes the temporary directory from
  * `tmpl` ("/tmp/skv_x.XXXXXX", borrowed; a static buffer mkdtemp fills
@@ -77,6 +80,7 @@ struct procs_server {
 	char dir[128]; /* <tmp>/<name>, its data directory */
 	char log[128]; /* <tmp>/<name>.log: its stdout and stderr */
 	pid_t pid;     /* 0: not running */
+	bool paused;   /* stopped by procs_server_pause */
 };
 
 /* Names s and its files (after procs_setup); not running. */
@@ -98,12 +102,29 @@ bool procs_server_wait_started(struct procs_server *s, long from,
 void procs_server_wait_log(const struct procs_server *s, long from,
 			   const char *what);
 
-/* kill -9 and reap; nothing if not running. */
+/* Starts ss[k] with argvs[k] for k in [0, n) at once (n at most
+ * PROCS_START_MAX; argvs borrowed for the call) and waits until each
+ * has logged "started" past where its log ended. A start that failed
+ * only because its port was still in use (a killed process held it) is
+ * retried until the deadline. */
+void procs_server_start_all(struct procs_server *const ss[],
+			    char **const argvs[], int n);
+
+/* kill -9 and reap (resumed first if paused); nothing if not running. */
 void procs_server_kill9(struct procs_server *s);
 
-/* SIGTERM, then expects exit 0 within the deadline and a log without a
- * sanitizer report. */
+/* SIGTERM (resumed first if paused), then expects exit 0 within the
+ * deadline and a log without a sanitizer report. */
 void procs_server_stop(struct procs_server *s);
+
+/* SIGSTOP, and waits until the process is stopped: it keeps its sockets
+ * and state but runs nothing until procs_server_resume. Must be
+ * running and not paused. */
+void procs_server_pause(struct procs_server *s);
+
+/* SIGCONT, and waits until the process runs again; nothing if not
+ * paused. */
+void procs_server_resume(struct procs_server *s);
 
 /* ---- tools ---- */
 
