@@ -111,23 +111,28 @@ start_server() {
   local bin=$sm_bin
   [ "$kind" = kv ] && bin=$kv_bin
   mkdir -p "$run_dir/logs" "$run_dir/pids" "$run_dir/data"
+  # Where this start's lines begin: the log is appended to across starts.
+  local log="$run_dir/logs/$name.log"
+  stat -c %s "$log" 2>/dev/null >"$run_dir/pids/$name.from" ||
+    echo 0 >"$run_dir/pids/$name.from"
   # setsid: the servers outlive this shell and its terminal.
   setsid "$bin" "${args[@]}" --data "$run_dir/data/$name" \
     --cluster local </dev/null >>"$run_dir/logs/$name.log" 2>&1 &
   echo $! >"$(pid_file "$name")"
 }
 
-# wait_started NAME: until its log says "started:", it exits, or 30 s.
+# wait_started NAME: until its log says "started:" (since its start), it
+# exits, or 30 s.
 wait_started() {
-  local name=$1 log="$run_dir/logs/$1.log" i
+  local name=$1 log="$run_dir/logs/$1.log" i from=0
+  [ -f "$run_dir/pids/$name.from" ] && from=$(cat "$run_dir/pids/$name.from")
   for ((i = 0; i < 300; i++)); do
     if ! running "$name"; then
       echo "cluster: $name exited; the end of $log:" >&2
       tail -n 5 "$log" >&2
       exit 1
     fi
-    # The last start's line: the log is appended to across restarts.
-    if tail -n 50 "$log" | grep -q "server: started:"; then
+    if tail -c +$((from + 1)) "$log" | grep -q "server: started:"; then
       return 0
     fi
     sleep 0.1
@@ -167,7 +172,7 @@ build() {
   cmake -S "$repo" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DSKV_SANITIZE=OFF >/dev/null
   cmake --build "$build_dir" -j"$(nproc 2>/dev/null || echo 2)" \
-    --target shardmaster shardkv shardctl kvcli
+    --target shardmaster shardkv shardctl kvcli kvbench
 }
 
 cmd_start() {
@@ -175,7 +180,7 @@ cmd_start() {
     [ -x "$b" ] || die "$b is missing: run 'deploy/cluster.sh up' (it builds)"
   done
   mkdir -p "$run_dir"
-  say "starting a shard master of 3 and $ngroups groups of 3 in $run_dir"
+  say "starting a shard master of 3 and $ngroups replica group(s) of 3 in $run_dir"
   local name kind gid id
   while read -r name kind gid id; do
     start_server "$name" "$kind" "$gid" "$id"
@@ -207,7 +212,7 @@ cmd_stop() {
       pids+=("$(cat "$(pid_file "$name")")")
       names+=("$name")
     fi
-    rm -f "$(pid_file "$name")" 2>/dev/null || true
+    rm -f "$(pid_file "$name")" "$run_dir/pids/$name.from" 2>/dev/null || true
   done < <(servers)
   if [ ${#pids[@]} -eq 0 ]; then
     echo "no server of $run_dir is running"
@@ -281,14 +286,17 @@ cmd_demo() {
 usage_hint() {
   cat <<EOF
 
-The cluster runs in the background. To use it:
+The cluster runs in the background. To use it, first set SHARDKV_MASTERS
+and PATH in your shell:
 
-  . $run_dir/cluster.env          # sets SHARDKV_MASTERS and PATH
+  . $run_dir/cluster.env
+
   kvcli put greeting hello
   kvcli get greeting; echo
   shardctl query                    # which group serves each shard
   shardctl status                   # every server: role, term, indexes, shards
   shardctl leave 102                # move group 102's shards to the others
+  kvbench --clients 64 --duration 10  # load: ops/s and latency percentiles
 
   deploy/cluster.sh status          # the same, plus which processes run
   deploy/cluster.sh stop            # stop everything (data is kept)
