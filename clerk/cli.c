@@ -311,3 +311,40 @@ void cli_json_string(FILE *out, const void *bytes, size_t len)
 	}
 	fputc('"', out);
 }
+
+static int check_list_addr(const char *s, size_t len, char *why, size_t cap)
+{
+	if (len == 0)
+		return cli_fail(why, cap, "empty (a stray comma?)");
+	return cli_check_addr(s, len, why, cap);
+}
+
+int cli_check_masters(const char *s, char *why, size_t cap)
+{
+	if (!s || !*s)
+		return cli_fail(why, cap, "no address");
+	for (const char *p = s;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		char w[128];
+		if (check_list_addr(p, len, w, sizeof(w)))
+			return cli_fail(why, cap,
+					"bad address '%.*s' (%s): expected "
+					"ADDR,ADDR,... with ADDR = "
+					CLI_ADDR_FORM,
+					(int)(len > 80 ? 80 : len), p, w);
+		for (const char *q = s; q < p;) {
+			const char *qc = strchr(q, ',');
+			size_t ql = (size_t)(qc - q);
+			if (ql == len && memcmp(q, p, len) == 0)
+				return cli_fail(why, cap,
+						"address '%.*s' is listed "
+						"twice",
+						(int)(len > 80 ? 80 : len), p);
+			q = qc + 1;
+		}
+		if (!comma)
+			return STATUS_OK;
+		p = comma + 1;
+	}
+}

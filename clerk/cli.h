@@ -67,6 +67,11 @@ void cli_flags_usage(FILE *out, uint64_t timeout_ms_default);
  */
 int cli_check_addr(const char *s, size_t len, char *why, size_t cap);
 
+/* Checks a list "HOST:PORT,HOST:PORT,...": no empty entry, each address
+ * as cli_check_addr says, none twice. STATUS_OK or INVALID_ARGUMENT with
+ * why[0..cap) naming the bad entry. */
+int cli_check_masters(const char *s, char *why, size_t cap);
+
 /* True when bytes[0..len) are valid UTF-8 (no overlongs, surrogates). */
 bool cli_utf8_valid(const void *bytes, size_t len);
 /* Writes bytes[0..len) as a JSON string, quotes included; a byte that

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "clerk/cli.h"
-#include "clerk/kvcli_args.h" /* kvcli_check_masters */
 #include "common/flags.h"
 #include "common/mem.h"
 #include "common/shard.h"
@@ -343,7 +342,7 @@ int kvbench_parse(int argc, char **argv, const char *env_masters,
 		goto out;
 	}
 	char why[300];
-	if (kvcli_check_masters(masters, why, sizeof(why))) {
+	if (cli_check_masters(masters, why, sizeof(why))) {
 		rc = cli_fail(err, cap, "%s: %s",
 			      a->masters_from_env ? "$" KVBENCH_MASTERS_ENV
 						  : "--masters",

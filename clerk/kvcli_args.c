@@ -141,45 +141,6 @@ void kvcli_usage(FILE *out)
 		"  kvcli put photo < photo.jpg\n");
 }
 
-/* ---- addresses ---- */
-
-static int check_addr(const char *s, size_t len, char *why, size_t cap)
-{
-	if (len == 0)
-		return cli_fail(why, cap, "empty (a stray comma?)");
-	return cli_check_addr(s, len, why, cap);
-}
-
-int kvcli_check_masters(const char *s, char *why, size_t cap)
-{
-	if (!s || !*s)
-		return cli_fail(why, cap, "no address");
-	for (const char *p = s;;) {
-		const char *comma = strchr(p, ',');
-		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-		char w[128];
-		if (check_addr(p, len, w, sizeof(w)))
-			return cli_fail(why, cap,
-					"bad address '%.*s' (%s): expected "
-					"ADDR,ADDR,... with ADDR = "
-					CLI_ADDR_FORM,
-					(int)(len > 80 ? 80 : len), p, w);
-		for (const char *q = s; q < p;) {
-			const char *qc = strchr(q, ',');
-			size_t ql = (size_t)(qc - q);
-			if (ql == len && memcmp(q, p, len) == 0)
-				return cli_fail(why, cap,
-						"address '%.*s' is listed "
-						"twice",
-						(int)(len > 80 ? 80 : len), p);
-			q = qc + 1;
-		}
-		if (!comma)
-			return STATUS_OK;
-		p = comma + 1;
-	}
-}
-
 /* ---- the line ---- */
 
 static int parse_cmd(struct kvcli_args *a, int n, char **args, char *err,
@@ -266,7 +227,7 @@ int kvcli_parse(int argc, char **argv, const char *env_masters,
 		goto out;
 	}
 	char why[300];
-	if (kvcli_check_masters(a->masters, why, sizeof(why)))
+	if (cli_check_masters(a->masters, why, sizeof(why)))
 		rc = cli_fail(err, cap, "%s: %s", what, why);
 out:
 	cli_line_release(&l);

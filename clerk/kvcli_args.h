@@ -74,10 +74,6 @@ const char *kvcli_cmd_name(enum kvcli_cmd c);
 /* The exit code for an operation's status. */
 int kvcli_exit_code(enum kv_status st);
 
-/* Checks "HOST:PORT,HOST:PORT,...": no empty entry, each a host and a
- * port 1..65535, none twice. STATUS_OK or INVALID_ARGUMENT with why. */
-int kvcli_check_masters(const char *s, char *why, size_t cap);
-
 /* True when bytes[0..len) are valid UTF-8 (no overlongs, surrogates). */
 bool kvcli_utf8_valid(const void *bytes, size_t len);
 /* Writes bytes[0..len) as a JSON string, quotes included; a byte that

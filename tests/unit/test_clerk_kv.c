@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "clerk/clerk.h"
+#include "clerk/cli.h"
 #include "clerk/kv_core.h"
 #include "clerk/kvcli_args.h"
 #include "common/codec.h"
@@ -1442,12 +1443,12 @@ Test(kvcli_args, bad_lines_say_what_is_wrong)
 	cr_assert_str_eq(kvcli_cmd_usage(KVCLI_PUT),
 			 "usage: kvcli [FLAGS] put KEY [VALUE|-]");
 	char why[256];
-	cr_assert_eq(kvcli_check_masters("[::1]:7001,h.example:65535", why,
+	cr_assert_eq(cli_check_masters("[::1]:7001,h.example:65535", why,
 					 sizeof(why)),
 		     STATUS_OK, "%s", why);
-	cr_assert_eq(kvcli_check_masters("::1:7001", why, sizeof(why)),
+	cr_assert_eq(cli_check_masters("::1:7001", why, sizeof(why)),
 		     STATUS_INVALID_ARGUMENT);
-	cr_assert_eq(kvcli_check_masters("h:123456", why, sizeof(why)),
+	cr_assert_eq(cli_check_masters("h:123456", why, sizeof(why)),
 		     STATUS_INVALID_ARGUMENT);
 }
 
