@@ -19,8 +19,10 @@
  * write means it may or may not have applied (a Put can be retried as
  * is; an Append retried may apply twice).
  *
- * What it owns: one background thread that drives the sans-IO core
- * (clerk/kv_core.h) and the gRPC client (one channel per server).
+ * What it owns: the sans-IO core (clerk/kv_core.h), a background thread
+ * that drives it when callers and the gRPC client's thread do not
+ * (clerk.c: a lone operation is started by its caller and finished on
+ * the reply's thread), and the gRPC client (one channel per server).
  * Keys and values passed in are borrowed for the call; a Get's value
  * belongs to the caller (kv_free).
  *

@@ -46,6 +46,8 @@ void clerk_host_inbox_init(struct clerk_host_inbox *in)
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&in->mu, NULL);
 	in->arrived = NULL;
+	in->arrival = NULL;
+	in->arrival_arg = NULL;
 }
 
 void clerk_host_inbox_destroy(struct clerk_host_inbox *in)
@@ -90,11 +92,15 @@ void clerk_host_call_done(void *arg, int status, const char *errmsg,
 	c->status = status;
 	c->reply = reply;
 	snprintf(c->detail, sizeof(c->detail), "%s", errmsg ? errmsg : "");
+	void (*arrival)(void *) = in->arrival;
 	pthread_mutex_lock(&in->mu);
 	c->next = in->arrived;
 	in->arrived = c;
-	pthread_cond_signal(&in->cond);
+	if (!arrival)
+		pthread_cond_signal(&in->cond);
 	pthread_mutex_unlock(&in->mu);
+	if (arrival)
+		arrival(in->arrival_arg);
 }
 
 void clerk_host_call_free(struct clerk_host_call *c)

@@ -13,6 +13,9 @@
  * until its core's wake time. The owner may guard state of its own with
  * `mu` and signal `cond` for reasons of its own (a submitted operation, a
  * shutdown); the inbox never holds `mu` across anything but the list.
+ * An owner that drives its core from other threads too sets `arrival`:
+ * a finished call then calls it (after linking the call, `mu` released)
+ * instead of signalling `cond`.
  *
  * Ownership: a call belongs to the inbox from the moment its RPC started
  * (or it was handed to clerk_host_call_done) until it is taken; then to
@@ -35,6 +38,12 @@ struct clerk_host_inbox {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;		 /* CLOCK_MONOTONIC */
 	struct clerk_host_call *arrived; /* finished, newest first */
+	/* NULL (clerk_host_inbox_init): an arrival signals `cond`. Else
+	 * called instead, on the thread that finished the call (the RPC
+	 * client's, so it must not block), without `mu`. Set before the
+	 * first call starts. */
+	void (*arrival)(void *arg);
+	void *arrival_arg;
 };
 
 /* One RPC of a core's attempt; in flight, then finished. */

@@ -160,7 +160,10 @@ int host_new(const struct host_opts *o, struct host **out, char *err,
 	h->n_peers = n;
 	h->loop = loop_new();
 	h->srv = rpc_server_new(NULL);
-	h->cli = rpc_client_new(NULL);
+	/* One gRPC thread for both (rpc.h): the client is freed first
+	 * (host_stop), the server in host_free. */
+	struct rpc_client_opts co = {.server = h->srv};
+	h->cli = h->srv ? rpc_client_new(&co) : NULL;
 	if (!h->loop || !h->srv || !h->cli)
 		goto nomem;
 	loop_set_turn_hook(h->loop, on_turn, h);

@@ -4,7 +4,9 @@
  *
  * What it owns: the event loop and the thread that runs it, the rpc
  * server (the service's methods; the owner registers more on it, e.g.
- * the Raft node's), the rpc client, and the calls held for the service
+ * the Raft node's), the rpc client (on the server's gRPC thread: one
+ * thread carries every message between the network and the loop), and
+ * the calls held for the service
  * by token (common/held.h). The owner brings and keeps the store, the
  * service and the Raft node.
  *

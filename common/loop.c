@@ -1,8 +1,10 @@
 #include "common/loop.h"
 
-#include <pthread.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/mem.h"
 #include "common/monotime.h"
@@ -11,11 +13,16 @@
 /*
  * Posted events travel through an intrusive multi-producer single-consumer
  * queue (Vyukov's): a producer links its node with one atomic exchange and
- * never waits. The consumer sleeps on a condition variable only after
- * announcing it (`sleeping`) and re-checking the queue under the mutex; a
- * producer that sees the announcement takes the mutex to signal. Both sides
- * use sequentially consistent operations on `head` and `sleeping`, so at
- * least one of them sees the other and no wake-up is lost.
+ * never waits. The consumer sleeps on the futex word `sleeping` only after
+ * setting it to 1 and re-checking the queue; a producer that sees the 1
+ * swaps it to 0 and wakes the futex. Both sides use sequentially
+ * consistent operations on `head` and `sleeping`, so at least one of them
+ * sees the other, and a wake that comes before the consumer's futex wait
+ * makes that wait return at once (the word is no longer 1): no wake-up is
+ * lost. Only the producer that swaps the 1 makes a system call, and there
+ * is no mutex for the woken loop to contend for with its waker (a
+ * condition variable signalled under its mutex cost the woken thread a
+ * second sleep on that mutex).
  */
 struct loop {
 	/* MPSC queue */
@@ -23,9 +30,7 @@ struct loop {
 	struct loop_event *tail;         /* consumer pops here */
 	struct loop_event stub;
 
-	pthread_mutex_t mu;
-	pthread_cond_t cond;
-	atomic_bool sleeping;
+	atomic_uint sleeping; /* futex word: 1 while the consumer sleeps */
 	atomic_bool stop;
 
 	/* timers: binary min-heap ordered by (deadline, seq) */
@@ -84,13 +89,15 @@ static bool queue_nonempty(struct loop *l)
 	       atomic_load_explicit(&l->tail->next, memory_order_acquire);
 }
 
+static void futex_wake_one(atomic_uint *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 static void wake(struct loop *l)
 {
-	if (atomic_load(&l->sleeping)) {
-		pthread_mutex_lock(&l->mu);
-		pthread_cond_signal(&l->cond);
-		pthread_mutex_unlock(&l->mu);
-	}
+	if (atomic_load(&l->sleeping) && atomic_exchange(&l->sleeping, 0u))
+		futex_wake_one(&l->sleeping);
 }
 
 void loop_post(struct loop *l, struct loop_event *ev)
@@ -224,28 +231,12 @@ struct loop *loop_new(void)
 	struct loop *l = mem_calloc(1, sizeof(*l));
 	if (!l)
 		return NULL;
-	pthread_condattr_t ca;
-	if (pthread_condattr_init(&ca))
-		goto err_after_alloc;
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (pthread_cond_init(&l->cond, &ca)) {
-		pthread_condattr_destroy(&ca);
-		goto err_after_alloc;
-	}
-	pthread_condattr_destroy(&ca);
-	if (pthread_mutex_init(&l->mu, NULL))
-		goto err_after_cond;
+	atomic_store(&l->sleeping, 0u);
 	atomic_store(&l->stub.next, NULL);
 	atomic_store(&l->head, &l->stub);
 	l->tail = &l->stub;
 	l->now_us = monotime_now_us();
 	return l;
-
-err_after_cond:
-	pthread_cond_destroy(&l->cond);
-err_after_alloc:
-	mem_free(l);
-	return NULL;
 }
 
 void loop_free(struct loop *l)
@@ -255,8 +246,6 @@ void loop_free(struct loop *l)
 	for (size_t i = 0; i < l->heap_len; i++)
 		l->heap[i]->heap_index = SIZE_MAX;
 	mem_free(l->heap);
-	pthread_mutex_destroy(&l->mu);
-	pthread_cond_destroy(&l->cond);
 	mem_free(l);
 }
 
@@ -284,9 +273,8 @@ bool loop_stopping(const struct loop *l)
 void loop_stop(struct loop *l)
 {
 	atomic_store(&l->stop, true);
-	pthread_mutex_lock(&l->mu);
-	pthread_cond_signal(&l->cond);
-	pthread_mutex_unlock(&l->mu);
+	atomic_store(&l->sleeping, 0u);
+	futex_wake_one(&l->sleeping);
 }
 
 /* Most events one turn runs, so that a flood of posts cannot starve timers
@@ -328,28 +316,29 @@ static size_t run_timers(struct loop *l)
 	return n;
 }
 
+/* Sleeps until a post, loop_stop or the first timer's deadline (or
+ * spuriously: the caller looks again). */
 static void wait_for_work(struct loop *l)
 {
-	pthread_mutex_lock(&l->mu);
-	atomic_store(&l->sleeping, true);
+	atomic_store(&l->sleeping, 1u);
 	if (!queue_nonempty(l) && !atomic_load(&l->stop)) {
-		if (l->heap_len == 0) {
-			pthread_cond_wait(&l->cond, &l->mu);
-		} else {
-			uint64_t now = monotime_now_us();
+		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time,
+		 * the clock of monotime. */
+		struct timespec ts, *at = NULL;
+		bool due_now = false;
+		if (l->heap_len > 0) {
 			uint64_t due = l->heap[0]->deadline_us;
-			if (due > now) {
-				uint64_t wake_ns = (due) * 1000u;
-				struct timespec ts = {
-					.tv_sec = (time_t)(wake_ns / 1000000000u),
-					.tv_nsec = (long)(wake_ns % 1000000000u),
-				};
-				pthread_cond_timedwait(&l->cond, &l->mu, &ts);
-			}
+			due_now = due <= monotime_now_us();
+			ts.tv_sec = (time_t)(due / 1000000u);
+			ts.tv_nsec = (long)(due % 1000000u) * 1000;
+			at = &ts;
 		}
+		if (!due_now)
+			syscall(SYS_futex, &l->sleeping,
+				FUTEX_WAIT_BITSET_PRIVATE, 1u, at, NULL,
+				FUTEX_BITSET_MATCH_ANY);
 	}
-	atomic_store(&l->sleeping, false);
-	pthread_mutex_unlock(&l->mu);
+	atomic_store(&l->sleeping, 0u);
 }
 
 int loop_run(struct loop *l)

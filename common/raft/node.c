@@ -3,13 +3,22 @@
  * allocation: an `incoming` (a request: gRPC thread → loop, then the FIFO
  * node of its held call) and an `outgoing` (a request we send: loop →
  * client thread → loop). `n->mu` orders "is the node stopping?" against
- * every post, so after raft_node_stop returns nothing more is posted and
- * `outstanding` only falls.
+ * every post from a gRPC thread, so after raft_node_stop returns nothing
+ * more is posted and `outstanding` only falls.
+ *
+ * `outstanding` is atomic, so the loop thread never takes `n->mu` while
+ * running: a gRPC thread holds it across loop_post, and the loop it just
+ * woke would otherwise often sleep again on that mutex at once (a futex
+ * round trip per message). Only the fall to zero once stopping is set
+ * takes the mutex, to wake raft_node_free; the stores and loads of
+ * `stopping` and `outstanding` are sequentially consistent, so either
+ * done_one sees `stopping` or raft_node_free sees the zero.
  */
 #include "common/raft/node.h"
 
 #include <assert.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -85,8 +94,8 @@ struct raft_node {
 
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
-	bool stopping;	    /* raft_node_stop was called */
-	long outstanding;   /* client calls and posted events not yet done */
+	atomic_bool stopping; /* raft_node_stop was called; set under mu */
+	atomic_long outstanding; /* client calls and posted events not done */
 };
 
 static uint64_t now_ms(const struct raft_node *n)
@@ -104,9 +113,11 @@ static int peer_index(const struct raft_node *n, uint32_t id)
 
 static void done_one(struct raft_node *n)
 {
+	if (atomic_fetch_sub(&n->outstanding, 1) != 1 ||
+	    !atomic_load(&n->stopping))
+		return;
 	pthread_mutex_lock(&n->mu);
-	if (--n->outstanding == 0)
-		pthread_cond_broadcast(&n->idle);
+	pthread_cond_broadcast(&n->idle);
 	pthread_mutex_unlock(&n->mu);
 }
 
@@ -175,14 +186,14 @@ static void on_request(void *ctx, struct rpc_call *call, ProtobufCMessage *req)
 	in->call = call;
 	in->msg = req;
 	pthread_mutex_lock(&n->mu);
-	if (n->stopping) {
+	if (atomic_load(&n->stopping)) {
 		pthread_mutex_unlock(&n->mu);
 		rpc_call_fail(call, STATUS_SHUTDOWN, "raft node stopping");
 		codec_free(req);
 		mem_free(in);
 		return;
 	}
-	n->outstanding++;
+	atomic_fetch_add(&n->outstanding, 1);
 	loop_post(n->loop, &in->ev);
 	pthread_mutex_unlock(&n->mu);
 }
@@ -245,7 +256,7 @@ static void on_reply(void *arg, int status, const char *errmsg,
 
 	if (status == STATUS_OK) {
 		pthread_mutex_lock(&n->mu);
-		if (!n->stopping) {
+		if (!atomic_load(&n->stopping)) {
 			out->reply = reply;
 			loop_post(n->loop, &out->ev);
 			pthread_mutex_unlock(&n->mu);
@@ -266,9 +277,7 @@ static void send_request(struct raft_node *n, int peer,
 		return; /* as if lost */
 	out->ev.fn = outgoing_run;
 	out->n = n;
-	pthread_mutex_lock(&n->mu);
-	n->outstanding++;
-	pthread_mutex_unlock(&n->mu);
+	atomic_fetch_add(&n->outstanding, 1);
 	int rc = rpc_client_call_bytes(n->client, n->addrs[peer],
 				       raft_msg_method(m->type), m->bytes.data,
 				       m->bytes.len,
@@ -413,11 +422,9 @@ void raft_node_turn(struct raft_node *n)
 	 * ready's apply limit, a compaction just started). Come back next
 	 * turn rather than run a second write in this one. */
 	if (s.readies != n->readies_seen && !n->kick_pending) {
-		pthread_mutex_lock(&n->mu);
 		n->kick_pending = true;
-		n->outstanding++;
+		atomic_fetch_add(&n->outstanding, 1);
 		loop_post(n->loop, &n->kick_ev);
-		pthread_mutex_unlock(&n->mu);
 	}
 	n->readies_seen = s.readies;
 	arm_tick(n);
@@ -509,7 +516,7 @@ int raft_node_new(const struct raft_node_opts *o, struct raft_node **out,
 	n->own_turn_hook = !o->external_turn_hook;
 	if (n->own_turn_hook)
 		loop_set_turn_hook(n->loop, turn_hook, n);
-	n->outstanding = 1;
+	atomic_store(&n->outstanding, 1);
 	loop_post(n->loop, &n->start_ev);
 	*out = n;
 	return STATUS_OK;
@@ -531,9 +538,9 @@ err_after_alloc:
 void raft_node_stop(struct raft_node *n)
 {
 	pthread_mutex_lock(&n->mu);
-	if (!n->stopping) {
-		n->stopping = true;
-		n->outstanding++;
+	if (!atomic_load(&n->stopping)) {
+		atomic_store(&n->stopping, true);
+		atomic_fetch_add(&n->outstanding, 1);
 		loop_post(n->loop, &n->stop_ev);
 	}
 	pthread_mutex_unlock(&n->mu);
@@ -544,15 +551,15 @@ void raft_node_free(struct raft_node *n)
 	if (!n)
 		return;
 	pthread_mutex_lock(&n->mu);
-	bool was_stopping = n->stopping;
-	n->stopping = true;
+	bool was_stopping = atomic_load(&n->stopping);
+	atomic_store(&n->stopping, true);
 	pthread_mutex_unlock(&n->mu);
 	/* Not stopped before: the loop is no longer running (see the life
 	 * cycle), so its side of the stop happens here. */
 	if (!was_stopping)
 		stop_here(n);
 	pthread_mutex_lock(&n->mu);
-	while (n->outstanding > 0)
+	while (atomic_load(&n->outstanding) > 0)
 		pthread_cond_wait(&n->idle, &n->mu);
 	pthread_mutex_unlock(&n->mu);
 	assert(n->stopped);

@@ -8,6 +8,17 @@
  * A client call is one six-op batch. Teardown follows GRPC_NOTES.md:
  * shutdown_and_notify + cancel_all_calls, wait for the notify tag, then
  * shut the queue down, drain it (join), destroy, grpc_shutdown.
+ *
+ * The server's queue and thread exist from rpc_server_new, so that a
+ * client can share them (rpc_client_opts.server). gRPC's poller (epoll1:
+ * one thread of the process polls at a time) reads whatever socket is
+ * ready; a completion for another thread's queue then costs a hand-over
+ * (that thread woken through a futex and an eventfd, and the poller role
+ * passed back): two or three context switches per message on the way to
+ * the event loop. With one queue and one thread per process the thread
+ * that read the bytes returns the completion itself. A shared client
+ * cannot join the thread to know its callbacks have returned, so it
+ * counts the ones running (`in_done`).
  */
 #include "common/rpc/rpc.h"
 
@@ -474,6 +485,15 @@ struct rpc_server *rpc_server_new(const struct rpc_server_opts *opts)
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	grpc_init();
+	s->cq = grpc_completion_queue_create_for_next(NULL);
+	if (pthread_create(&s->thread, NULL, cq_thread, s->cq) != 0) {
+		grpc_completion_queue_destroy(s->cq);
+		grpc_shutdown();
+		pthread_cond_destroy(&s->cond);
+		pthread_mutex_destroy(&s->mu);
+		mem_free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -525,13 +545,6 @@ int rpc_server_start(struct rpc_server *s, const char *addr, int *bound_port,
 	};
 	grpc_channel_args ch_args = {sizeof(args) / sizeof(args[0]), args};
 
-	s->cq = grpc_completion_queue_create_for_next(NULL);
-	if (pthread_create(&s->thread, NULL, cq_thread, s->cq) != 0) {
-		grpc_completion_queue_destroy(s->cq);
-		s->cq = NULL;
-		snprintf(errmsg, errcap, "cannot create the server thread");
-		return STATUS_NO_MEMORY;
-	}
 	s->server = grpc_server_create(&ch_args, NULL);
 	grpc_server_register_completion_queue(s->server, s->cq, NULL);
 	for (size_t i = 0; i < s->nmethods; i++)
@@ -543,11 +556,11 @@ int rpc_server_start(struct rpc_server *s, const char *addr, int *bound_port,
 	int port = grpc_server_add_http2_port(s->server, addr, creds);
 	grpc_server_credentials_release(creds);
 	if (port == 0) {
-		/* Not started and no listener: destroyable without shutdown. */
+		/* Not started and no listener: destroyable without shutdown.
+		 * The queue stays until rpc_server_free (a client may share
+		 * it). */
 		grpc_server_destroy(s->server);
 		s->server = NULL;
-		cq_stop(s->cq, s->thread);
-		s->cq = NULL;
 		snprintf(errmsg, errcap,
 			 "cannot listen on %s: address in use or invalid", addr);
 		return STATUS_UNAVAILABLE;
@@ -594,9 +607,10 @@ void rpc_server_free(struct rpc_server *s)
 		while (!s->shutdown_done)
 			pthread_cond_wait(&s->cond, &s->mu);
 		pthread_mutex_unlock(&s->mu);
-		cq_stop(s->cq, s->thread);
-		grpc_server_destroy(s->server);
 	}
+	cq_stop(s->cq, s->thread);
+	if (s->server)
+		grpc_server_destroy(s->server);
 	for (size_t i = 0; i < s->nmethods; i++)
 		mem_free(s->methods[i].path);
 	mem_free(s->methods);
@@ -640,12 +654,14 @@ struct ccall {
 struct rpc_client {
 	int max_msg;
 	int connect_timeout_ms;
-	grpc_completion_queue *cq;
+	grpc_completion_queue *cq; /* its own, or its server's */
 	pthread_t thread;
+	bool own_cq;
 
 	pthread_mutex_t mu;
-	pthread_cond_t idle; /* c->calls became empty while closing */
+	pthread_cond_t idle; /* no call and no `done` left while closing */
 	bool closing;
+	long in_done; /* `done` callbacks running */
 	struct chan *chans;
 	struct ccall *calls; /* outstanding, so free can cancel them */
 };
@@ -662,6 +678,11 @@ struct rpc_client *rpc_client_new(const struct rpc_client_opts *opts)
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->idle, NULL);
 	grpc_init();
+	if (opts && opts->server) {
+		c->cq = opts->server->cq;
+		return c;
+	}
+	c->own_cq = true;
 	c->cq = grpc_completion_queue_create_for_next(NULL);
 	if (pthread_create(&c->thread, NULL, cq_thread, c->cq) != 0) {
 		grpc_completion_queue_destroy(c->cq);
@@ -764,8 +785,6 @@ static void ccall_unlink(struct rpc_client *c, struct ccall *cc)
 		c->calls = cc->next;
 	if (cc->next)
 		cc->next->prev = cc->prev;
-	if (!c->calls && c->closing)
-		pthread_cond_signal(&c->idle);
 }
 
 static void ccall_done(struct op *op, bool ok)
@@ -797,9 +816,14 @@ static void ccall_done(struct op *op, bool ok)
 	}
 	pthread_mutex_lock(&c->mu);
 	ccall_unlink(c, cc);
+	c->in_done++;
 	pthread_mutex_unlock(&c->mu);
 	cc->done(cc->arg, st, msg, reply);
 	ccall_free(cc);
+	pthread_mutex_lock(&c->mu);
+	if (--c->in_done == 0 && !c->calls && c->closing)
+		pthread_cond_signal(&c->idle);
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* Takes `req` in every case. */
@@ -872,6 +896,8 @@ static int start_call(struct rpc_client *c, const char *addr,
 	st = STATUS_INTERNAL;
 	pthread_mutex_lock(&c->mu);
 	ccall_unlink(c, cc);
+	if (!c->calls && !c->in_done && c->closing)
+		pthread_cond_signal(&c->idle);
 err_unlock:
 	pthread_mutex_unlock(&c->mu);
 	ccall_free(cc);
@@ -909,11 +935,13 @@ void rpc_client_free(struct rpc_client *c)
 	c->closing = true;
 	for (struct ccall *cc = c->calls; cc; cc = cc->next)
 		grpc_call_cancel(cc->call, NULL);
-	while (c->calls)
+	while (c->calls || c->in_done)
 		pthread_cond_wait(&c->idle, &c->mu);
 	pthread_mutex_unlock(&c->mu);
-	/* Joins the thread: every `done` has returned. */
-	cq_stop(c->cq, c->thread);
+	/* Every `done` has returned; nothing of ours is left on the queue
+	 * (a shared one goes on serving its server). */
+	if (c->own_cq)
+		cq_stop(c->cq, c->thread);
 	while (c->chans) {
 		struct chan *ch = c->chans;
 		c->chans = ch->next;

@@ -2,7 +2,10 @@
  * rpc: async unary RPC over the gRPC C core, messages in protobuf-c.
  *
  * A server and a client each own one completion queue and one thread that
- * drives it (gRPC makes network progress only inside that thread). Handlers
+ * drives it (gRPC makes network progress only inside that thread), unless
+ * the client is made to share its server's (rpc_client_opts.server): then
+ * one thread drives both, which saves a thread hand-over per message in a
+ * process that serves and calls. Handlers
  * and completion callbacks run on those threads and must not block: the
  * production pattern is to wrap the call in an event and loop_post() it to
  * the owner's event loop, which answers later from its own thread.
@@ -47,7 +50,9 @@ struct rpc_server_opts {
 typedef void (*rpc_handler_fn)(void *ctx, struct rpc_call *call,
 			       ProtobufCMessage *req);
 
-/* `opts` may be NULL (defaults). Returns NULL when out of memory. */
+/* `opts` may be NULL (defaults). Starts the server's completion-queue
+ * thread (it serves nothing before rpc_server_start). Returns NULL when
+ * out of memory or the thread cannot start. */
 struct rpc_server *rpc_server_new(const struct rpc_server_opts *opts);
 
 /* Before rpc_server_start. `method` is the wire path
@@ -105,6 +110,12 @@ struct rpc_client_opts {
 	 * connect fails at once whatever this is, so it does not slow the
 	 * reconnect to a restarted peer (that is the 100 ms-1 s backoff). */
 	uint64_t connect_timeout_ms;
+	/* NULL: the client has a completion queue and thread of its own.
+	 * Else its calls complete on this server's queue and thread (started
+	 * or not), so `done` callbacks and that server's handlers run on one
+	 * thread, one at a time. The server is borrowed: free the client
+	 * first, and not from that server's handlers either. */
+	struct rpc_server *server;
 };
 
 /* Runs once per accepted call on the client thread; must not block.
@@ -138,7 +149,8 @@ int rpc_client_call_bytes(struct rpc_client *c, const char *addr,
 
 /* Cancels every outstanding call and runs its `done` (CANCELLED) before
  * returning; calls made meanwhile from `done` return SHUTDOWN. Then
- * closes the channels. NULL ok; not from a `done` callback. */
+ * closes the channels. NULL ok; not from a `done` callback (nor, for a
+ * client sharing a server's thread, from that server's handlers). */
 void rpc_client_free(struct rpc_client *c);
 
 #endif

@@ -1012,3 +1012,50 @@ Test(rpc, client_free_while_callbacks_reissue)
 			     i, status_name(ks[i].last_issue));
 	srv_stop(&sv);
 }
+
+/* A client on its server's completion queue and thread
+ * (rpc_client_opts.server): calls to that server itself and to another
+ * complete; freeing the client cancels what it still has outstanding, runs every
+ * done before returning, and leaves the server serving other clients. */
+Test(rpc, client_sharing_its_servers_thread)
+{
+	enum { N = 8 };
+	struct srv self, other;
+	struct result rs[N];
+	struct waiter w;
+	srv_init(&self, MODE_ECHO);
+	srv_start(&self, "127.0.0.1:0", NULL);
+	srv_init(&other, MODE_HOLD);
+	srv_start(&other, "127.0.0.1:0", NULL);
+	struct rpc_client_opts co = {.server = self.s};
+	struct rpc_client *c = rpc_client_new(&co);
+	cr_assert_not_null(c);
+
+	struct result r;
+	cr_assert_eq(rv_sync(c, self.addr, 5, 3000, &r), STATUS_OK);
+	check_rv_reply(&r, 5);
+	cr_assert_eq(rv_sync(c, self.addr, 6, 3000, &r), STATUS_OK);
+	check_rv_reply(&r, 6);
+
+	/* Held by the other server's handler: cancelled by the free. */
+	waiter_init(&w);
+	for (uint32_t i = 0; i < N; i++) {
+		rs[i] = (struct result){.w = &w};
+		rv_start(c, other.addr, i, 30000, &rs[i]);
+	}
+	cr_assert(waiter_wait(&other.handled, N, 5000));
+	rpc_client_free(c);
+	cr_assert_eq(waiter_count(&w), N, "every done ran before free "
+					  "returned");
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(rs[i].status, STATUS_CANCELLED, "%d: %s %s", i,
+			     status_name(rs[i].status), rs[i].errmsg);
+
+	/* The server still serves on its thread. */
+	struct rpc_client *c2 = rpc_client_new(NULL);
+	cr_assert_eq(rv_sync(c2, self.addr, 7, 3000, &r), STATUS_OK);
+	check_rv_reply(&r, 7);
+	rpc_client_free(c2);
+	srv_stop(&other);
+	srv_stop(&self);
+}
