@@ -68,6 +68,18 @@ static void *cq_thread(void *arg)
 }
 
 /* Completes the queue's pending work, then destroys it. */
+/* A new queue and the thread that drives it into *cq, *thread; false
+ * (nothing made) when the thread cannot start. */
+static bool cq_start(grpc_completion_queue **cq, pthread_t *thread)
+{
+	*cq = grpc_completion_queue_create_for_next(NULL);
+	if (pthread_create(thread, NULL, cq_thread, *cq) == 0)
+		return true;
+	grpc_completion_queue_destroy(*cq);
+	*cq = NULL;
+	return false;
+}
+
 static void cq_stop(grpc_completion_queue *cq, pthread_t thread)
 {
 	grpc_completion_queue_shutdown(cq);
@@ -485,9 +497,7 @@ struct rpc_server *rpc_server_new(const struct rpc_server_opts *opts)
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	grpc_init();
-	s->cq = grpc_completion_queue_create_for_next(NULL);
-	if (pthread_create(&s->thread, NULL, cq_thread, s->cq) != 0) {
-		grpc_completion_queue_destroy(s->cq);
+	if (!cq_start(&s->cq, &s->thread)) {
 		grpc_shutdown();
 		pthread_cond_destroy(&s->cond);
 		pthread_mutex_destroy(&s->mu);
@@ -683,9 +693,7 @@ struct rpc_client *rpc_client_new(const struct rpc_client_opts *opts)
 		return c;
 	}
 	c->own_cq = true;
-	c->cq = grpc_completion_queue_create_for_next(NULL);
-	if (pthread_create(&c->thread, NULL, cq_thread, c->cq) != 0) {
-		grpc_completion_queue_destroy(c->cq);
+	if (!cq_start(&c->cq, &c->thread)) {
 		grpc_shutdown();
 		pthread_cond_destroy(&c->idle);
 		pthread_mutex_destroy(&c->mu);
