@@ -332,7 +332,9 @@ static void finish_timeout(struct clerk_kv_core *c, struct op *op)
 		snprintf(e, sizeof(e), "%s",
 			 op->why[0] ? op->why : "no time for an attempt");
 	else
-		snprintf(e, sizeof(e), "%s (%u attempt%s)", op->why,
+		snprintf(e, sizeof(e), "%s (%u attempt%s)",
+			 op->why[0] ? op->why
+				    : "no answer before the deadline",
 			 op->attempts, op->attempts == 1 ? "" : "s");
 	finish(c, op, STATUS_TIMEOUT, e);
 }

@@ -968,6 +968,18 @@ Test(kv_core, the_deadline_ends_an_operation_with_timeout)
 		     count_log(g, true));
 	fake_free(g);
 
+	/* The deadline comes while the first attempt still waits. */
+	struct fake *h = fake_new();
+	for (int s = 0; s < NS; s++)
+		h->g[0].mode[s] = S_SILENT;
+	core_new(h, 9);
+	id = start(h, CLERK_KV_PUT, key_in(0, 0), "x", 500);
+	run(h, UINT64_MAX);
+	r = result_of(h, id);
+	cr_assert_eq(r->status, STATUS_TIMEOUT);
+	cr_assert_str_eq(r->error, "no answer before the deadline (1 attempt)");
+	fake_free(h);
+
 	/* Shard masters without a leader. */
 	g = fake_new();
 	for (int m = 0; m < NM; m++)
