@@ -76,6 +76,7 @@
 #include "common/status.h"
 #include "proto/shardkv.pb-c.h"
 #include "tests/e2e/procs.h"
+#include "tests/e2e/settled.h"
 #include "tests/lin/lin.h"
 #include "tests/port.h"
 
@@ -971,56 +972,9 @@ static bool converged(const struct sm_config *cfg, char *why, size_t cap)
 	bool ok = true;
 	for (int g = 0; g < NRAFT && ok; g++) {
 		struct node_status_result res[NREP];
-		status_of(g, NULL, res);
-		for (int r = 0; r < NREP && ok; r++) {
-			const Skv__NodeStatusReply *s = res[r].reply;
-			const char *name = rafts[g][r].s.name;
-			if (res[r].status != STATUS_OK) {
-				snprintf(why, cap, "%s: %s", name, res[r].err);
-				ok = false;
-			} else if (s->config_num != cfg->num) {
-				snprintf(why, cap,
-					 "%s: config %" PRIu64 ", not %" PRIu64,
-					 name, s->config_num, cfg->num);
-				ok = false;
-			} else if (s->applied_index !=
-				   res[0].reply->applied_index) {
-				snprintf(why, cap,
-					 "%s: applied %" PRIu64
-					 ", %s: %" PRIu64,
-					 name, s->applied_index,
-					 rafts[g][0].s.name,
-					 res[0].reply->applied_index);
-				ok = false;
-			}
-			uint32_t serving = 0;
-			for (size_t i = 0; ok && i < s->n_shards; i++) {
-				const Skv__ShardStatus *sh = s->shards[i];
-				uint64_t owner = 0;
-				if (sh->shard < cfg->nshards)
-					owner = cfg->shards[sh->shard];
-				if (strcmp(sh->state, "serving") ||
-				    owner != rafts[g][r].gid) {
-					snprintf(why, cap,
-						 "%s: shard %u %s (owner %"
-						 PRIu64 ")", name, sh->shard,
-						 sh->state, owner);
-					ok = false;
-				} else {
-					serving |= 1u << sh->shard;
-				}
-			}
-			for (uint32_t sh = 0; ok && g && sh < cfg->nshards;
-			     sh++) {
-				if (cfg->shards[sh] == rafts[g][r].gid &&
-				    !(serving & (1u << sh))) {
-					snprintf(why, cap,
-						 "%s: does not serve its shard "
-						 "%u", name, sh);
-					ok = false;
-				}
-			}
-		}
+		ok = settled_status(addrs[g], NREP, rafts[g][0].gid, cfg->num,
+				    cfg->shards, cfg->nshards,
+				    STATUS_TIMEOUT_MS, res, why, cap);
 		node_status_results_free(res, NREP);
 	}
 	return ok;
