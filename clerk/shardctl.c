@@ -291,7 +291,7 @@ struct status_plan {
 	const char **addrs;
 	size_t n;
 	size_t n_masters;
-	size_t group_first[SM_SHARDS_MAX]; /* unused past n_groups */
+	size_t group_first[SM_GROUPS_MAX]; /* unused past n_groups */
 	size_t n_groups;
 	size_t others_first;
 };
@@ -321,7 +321,7 @@ static int plan_status(const struct shardctl_args *a,
 		p->addrs[p->n++] = a->masters[i];
 	p->n_masters = p->n;
 	p->n_groups = 0;
-	for (size_t g = 0; g < ng && g < SM_SHARDS_MAX; g++) {
+	for (size_t g = 0; g < ng && g < SM_GROUPS_MAX; g++) {
 		p->group_first[g] = p->n;
 		const struct sm_group *gr = &c->groups[g];
 		for (size_t j = 0; j < gr->n_servers && p->n < max; j++)
